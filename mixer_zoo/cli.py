@@ -1,0 +1,47 @@
+"""``mixer-zoo``: thin command-line front end; each subcommand lives in the module that does the work.
+
+A subcommand module provides ``configure_parser(parser)`` and ``run(args) -> int``; it is imported only
+when its subcommand runs, so ``mixer-zoo list`` stays quick.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import List, Optional
+
+SUBCOMMANDS = {
+    # name: (module, one-line help)
+    "list": ("mixer_zoo.listing", "list the zoo's architectures (and weights tags) with parameter counts"),
+    "demo": ("mixer_zoo.demo", "the offline end-to-end job: every variant built and run on an embedded default"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mixer-zoo", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        importlib.import_module(module).configure_parser(p)
+    return parser
+
+
+class CLIError(Exception):
+    """A user-facing failure: printed as one line, exit code 2."""
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except (CLIError, ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"mixer-zoo {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

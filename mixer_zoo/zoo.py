@@ -1,0 +1,111 @@
+"""The paper's Mixer variants, registered with timm's own registry and builder.
+
+Architectures are code (their hyper-parameters, Table 1 of the paper plus GSAM's S/8); the weights
+released for them are data, read from ``weights_manifest.json`` into timm pretrained cfgs.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._builder import resolve_pretrained_cfg
+
+from .manifest import weights_entries
+from .model import Mixer
+
+ARCHITECTURES: Dict[str, Dict[str, int]] = {
+    "mixer_s8_zoo": dict(patch_size=8, num_blocks=8, embed_dim=512, tokens_mlp_dim=256, channels_mlp_dim=2048),
+    "mixer_s16_zoo": dict(patch_size=16, num_blocks=8, embed_dim=512, tokens_mlp_dim=256, channels_mlp_dim=2048),
+    "mixer_s32_zoo": dict(patch_size=32, num_blocks=8, embed_dim=512, tokens_mlp_dim=256, channels_mlp_dim=2048),
+    "mixer_b16_zoo": dict(patch_size=16, num_blocks=12, embed_dim=768, tokens_mlp_dim=384, channels_mlp_dim=3072),
+    "mixer_b32_zoo": dict(patch_size=32, num_blocks=12, embed_dim=768, tokens_mlp_dim=384, channels_mlp_dim=3072),
+    "mixer_l16_zoo": dict(patch_size=16, num_blocks=24, embed_dim=1024, tokens_mlp_dim=512, channels_mlp_dim=4096),
+    "mixer_l32_zoo": dict(patch_size=32, num_blocks=24, embed_dim=1024, tokens_mlp_dim=512, channels_mlp_dim=4096),
+    "mixer_h14_zoo": dict(patch_size=14, num_blocks=32, embed_dim=1280, tokens_mlp_dim=640, channels_mlp_dim=5120),
+}
+
+TIMM_EQUIVALENTS = {
+    "mixer_s16_zoo": "mixer_s16_224", "mixer_s32_zoo": "mixer_s32_224", "mixer_b16_zoo": "mixer_b16_224",
+    "mixer_b32_zoo": "mixer_b32_224", "mixer_l16_zoo": "mixer_l16_224", "mixer_l32_zoo": "mixer_l32_224",
+}
+"""timm's own ``MlpMixer`` entry points for the same architectures (timm has no S/8 or H/14)."""
+
+
+def pretrained_cfg_from_entry(entry: Dict[str, Any]) -> Dict[str, Any]:
+    """A timm pretrained cfg for one manifest entry (weights come from its Hub repo, as safetensors)."""
+    source = entry.get("source") or {}
+    return dict(
+        url="",
+        hf_hub_id=entry.get("hf_hub_id"),
+        num_classes=entry["num_classes"],
+        input_size=tuple(entry["input_size"]),
+        fixed_input_size=True,
+        crop_pct=entry["crop_pct"],
+        interpolation=entry["interpolation"],
+        mean=tuple(entry["mean"]),
+        std=tuple(entry["std"]),
+        first_conv="stem.proj",
+        classifier="head",
+        license=entry["license"],
+        description=entry.get("description", ""),
+        origin_url=source.get("url"),
+        paper_name=entry["paper"]["name"],
+        paper_ids=f"arXiv:{entry['paper']['arxiv']}",
+    )
+
+
+default_cfgs = generate_default_cfgs({name: pretrained_cfg_from_entry(e) for name, e in weights_entries().items()})
+
+
+def _create_mixer(variant: str, pretrained: bool = False, **kwargs: Any) -> Mixer:
+    """Build through timm's builder; the weights tag decides the GELU flavour unless ``act_layer`` is given."""
+    cfg = resolve_pretrained_cfg(variant, kwargs.pop("pretrained_cfg", None), kwargs.pop("pretrained_cfg_overlay", None))
+    entry = weights_entries().get(f"{variant}.{cfg.tag}")
+    kwargs.setdefault("act_layer", entry["act_layer"] if entry else "gelu")
+    out_indices = kwargs.pop("out_indices", 3)
+    return build_model_with_cfg(
+        Mixer, variant, pretrained,
+        pretrained_cfg=cfg.to_dict(),
+        feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
+        **{**ARCHITECTURES[variant], **kwargs},
+    )
+
+
+@register_model
+def mixer_s8_zoo(pretrained: bool = False, **kwargs: Any) -> Mixer:
+    return _create_mixer("mixer_s8_zoo", pretrained, **kwargs)
+
+
+@register_model
+def mixer_s16_zoo(pretrained: bool = False, **kwargs: Any) -> Mixer:
+    return _create_mixer("mixer_s16_zoo", pretrained, **kwargs)
+
+
+@register_model
+def mixer_s32_zoo(pretrained: bool = False, **kwargs: Any) -> Mixer:
+    return _create_mixer("mixer_s32_zoo", pretrained, **kwargs)
+
+
+@register_model
+def mixer_b16_zoo(pretrained: bool = False, **kwargs: Any) -> Mixer:
+    return _create_mixer("mixer_b16_zoo", pretrained, **kwargs)
+
+
+@register_model
+def mixer_b32_zoo(pretrained: bool = False, **kwargs: Any) -> Mixer:
+    return _create_mixer("mixer_b32_zoo", pretrained, **kwargs)
+
+
+@register_model
+def mixer_l16_zoo(pretrained: bool = False, **kwargs: Any) -> Mixer:
+    return _create_mixer("mixer_l16_zoo", pretrained, **kwargs)
+
+
+@register_model
+def mixer_l32_zoo(pretrained: bool = False, **kwargs: Any) -> Mixer:
+    return _create_mixer("mixer_l32_zoo", pretrained, **kwargs)
+
+
+@register_model
+def mixer_h14_zoo(pretrained: bool = False, **kwargs: Any) -> Mixer:
+    return _create_mixer("mixer_h14_zoo", pretrained, **kwargs)

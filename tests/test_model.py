@@ -1,0 +1,156 @@
+"""The model class: timm's MlpMixer layout and outputs, the timm model API, and clear errors."""
+import pytest
+import timm
+import torch
+from timm.layers import GELUTanh
+
+from conftest import randomize_
+from mixer_zoo import Mixer
+from mixer_zoo.model import gelu_approximation
+
+SMALL = dict(patch_size=16, num_blocks=2, embed_dim=64, tokens_mlp_dim=32, channels_mlp_dim=256)
+
+
+def timm_twin(ours: Mixer, timm_name: str, **kwargs) -> torch.nn.Module:
+    """timm's own MlpMixer with the same GELU, loaded with our weights (strict)."""
+    act = GELUTanh if ours.act_layer == "gelu_tanh" else torch.nn.GELU
+    ref = timm.create_model(timm_name, act_layer=act, **kwargs)
+    ref.load_state_dict(ours.state_dict(), strict=True)
+    return ref.eval()
+
+
+@pytest.mark.parametrize("ours_name,timm_name,img_size", [
+    ("mixer_s32_zoo", "mixer_s32_224", 224),
+    ("mixer_b16_zoo", "mixer_b16_224", 224),
+    ("mixer_s16_zoo", "mixer_s16_224", 160),
+])
+@pytest.mark.parametrize("act", ["gelu", "gelu_tanh"])
+def test_logits_equal_timm_mlpmixer_with_same_weights(ours_name, timm_name, img_size, act):
+    ours = randomize_(timm.create_model(ours_name, act_layer=act, img_size=img_size)).eval()
+    ref = timm_twin(ours, timm_name, img_size=img_size)
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    assert all(ours.state_dict()[k].shape == v.shape for k, v in ref.state_dict().items())
+    x = torch.randn(2, 3, img_size, img_size)
+    with torch.inference_mode():
+        ours_out, ref_out = ours(x), ref(x)
+    assert ours_out.shape == (2, 1000)
+    torch.testing.assert_close(ours_out, ref_out, rtol=1e-5, atol=1e-5)
+
+
+def test_training_path_matches_inference_path_and_timm_gradients():
+    ours = randomize_(Mixer(**SMALL, num_classes=7, img_size=64))
+    from timm.models.mlp_mixer import MlpMixer
+
+    ref = MlpMixer(num_classes=7, img_size=64, patch_size=16, num_blocks=2, embed_dim=64)
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(3, 3, 64, 64)
+    ours.eval(), ref.eval()
+    with torch.no_grad():
+        fast = ours(x)
+    ours.train(), ref.train()  # no dropout configured: train() only switches the code path
+    slow = ours(x)
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+    slow.square().sum().backward()
+    ref(x).square().sum().backward()
+    ref_grads = dict(ref.named_parameters())
+    for name, p in ours.named_parameters():
+        torch.testing.assert_close(p.grad, ref_grads[name].grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_gelu_flavours_differ_and_tanh_is_what_flax_computes():
+    x = torch.linspace(-4, 4, 101)
+    tanh = Mixer(**SMALL, act_layer="gelu_tanh").blocks[0].approximate
+    assert tanh == "tanh" and gelu_approximation("gelu") == "none"
+    assert gelu_approximation(GELUTanh) == "tanh" and gelu_approximation(torch.nn.GELU) == "none"
+    assert (torch.nn.functional.gelu(x, approximate="tanh") - torch.nn.functional.gelu(x)).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="act_layer must be one of"):
+        Mixer(**SMALL, act_layer="relu")
+
+
+def test_grad_checkpointing_gives_equal_outputs_and_grads():
+    model = randomize_(Mixer(**SMALL, img_size=64, num_classes=5)).train()
+    x = torch.randn(2, 3, 64, 64)
+    plain = model(x)
+    plain.sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.set_grad_checkpointing(True)
+    ckpt = model(x)
+    ckpt.sum().backward()
+    torch.testing.assert_close(plain, ckpt)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, grads[n], msg=n)
+
+
+def test_forward_features_and_head_split():
+    model = randomize_(timm.create_model("mixer_s32_zoo", num_classes=10)).eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        feats = model.forward_features(x)
+        assert feats.shape == (2, 49, 512)
+        torch.testing.assert_close(model.forward_head(feats), model(x))
+        assert model.forward_head(feats, pre_logits=True).shape == (2, 512)
+
+
+def test_reset_and_get_classifier():
+    model = timm.create_model("mixer_s32_zoo")
+    model.reset_classifier(10)
+    assert model.get_classifier().out_features == 10 and model.num_classes == 10
+    model.reset_classifier(0)
+    with torch.inference_mode():
+        assert model.eval()(torch.randn(1, 3, 224, 224)).shape == (1, 512)
+    model.reset_classifier(0, global_pool="")
+    with torch.inference_mode():
+        assert model(torch.randn(1, 3, 224, 224)).shape == (1, 49, 512)
+
+
+def test_forward_intermediates_match_timm():
+    ours = randomize_(timm.create_model("mixer_s32_zoo")).eval()
+    ref = timm_twin(ours, "mixer_s32_224")
+    x = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        for kwargs in (dict(indices=3), dict(indices=[0, -1], norm=True, output_fmt="NLC")):
+            final, inter = ours.forward_intermediates(x, **kwargs)
+            ref_final, ref_inter = ref.forward_intermediates(x, **kwargs)
+            torch.testing.assert_close(final, ref_final, rtol=1e-5, atol=1e-5)
+            assert len(inter) == len(ref_inter)
+            for a, b in zip(inter, ref_inter):
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
+        only = ours.forward_intermediates(x, indices=[1], intermediates_only=True, stop_early=True)
+        assert len(only) == 1 and only[0].shape == (2, 512, 7, 7)
+
+
+def test_prune_intermediate_layers_keeps_what_is_asked():
+    model = timm.create_model("mixer_s32_zoo")
+    assert model.prune_intermediate_layers([1, 3]) == [1, 3]
+    assert len(model.blocks) == 4 and model.num_classes == 0
+
+
+def test_group_matcher_covers_every_parameter():
+    from timm.models import group_parameters
+
+    model = timm.create_model("mixer_s32_zoo")
+    groups = group_parameters(model, model.group_matcher())
+    assert sum(len(g) for g in groups.values()) == len(list(model.parameters()))
+
+
+def test_drop_path_and_dropout_are_active_in_training_only():
+    model = randomize_(Mixer(**SMALL, img_size=64, drop_path_rate=0.5, proj_drop_rate=0.2, drop_rate=0.2))
+    x = torch.randn(4, 3, 64, 64)
+    model.train()
+    assert not torch.allclose(model(x), model(x))
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model(x))
+
+
+@pytest.mark.parametrize("img_size", [100, 225])
+def test_img_size_not_divisible_by_patch_is_a_clear_error(img_size):
+    with pytest.raises(ValueError, match=f"not divisible by patch_size 16"):
+        timm.create_model("mixer_b16_zoo", img_size=img_size)
+
+
+def test_wrong_input_size_is_a_clear_error():
+    model = timm.create_model("mixer_s32_zoo").eval()
+    with pytest.raises(ValueError, match=r"does not match the model's img_size \(224, 224\)"):
+        model(torch.randn(1, 3, 256, 256))
