@@ -91,7 +91,9 @@ class MixerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
-        if self.training or needs_grad:
+        # Under autocast the residual stream must stay float32 (as in timm): only the out-of-place path
+        # lets ``x + y`` promote; the beta=1 GEMM would cast ``x`` to the low precision.
+        if self.training or needs_grad or torch.is_autocast_enabled(x.device.type):
             return self._forward_autograd(x)
         return self._forward_inplace(x)
 
@@ -121,8 +123,7 @@ class MixerBlock(nn.Module):
         x = torch.addmm(x.view(n, b * c), tok.fc2.weight, h).add_(tok.fc2.bias[:, None]).view(n, b, c)
 
         y = self.norm2(x).view(n * b, c)
-        if (_FUSED_CPU and y.device.type == "cpu" and y.dtype == torch.float32
-                and not torch.is_autocast_enabled("cpu")):
+        if _FUSED_CPU and y.device.type == "cpu" and y.dtype == torch.float32:
             # oneDNN applies the bias and GELU in the GEMM's epilogue, and the residual in the second's.
             h = torch.ops.mkldnn._linear_pointwise(y, chn.fc1.weight, chn.fc1.bias, "gelu", [], self.approximate)
             out = torch.ops.mkldnn._linear_pointwise.binary(h, x.view(n * b, c), chn.fc2.weight, chn.fc2.bias, "add")

@@ -57,6 +57,18 @@ def test_training_path_matches_inference_path_and_timm_gradients():
         torch.testing.assert_close(p.grad, ref_grads[name].grad, rtol=1e-4, atol=1e-5, msg=name)
 
 
+def test_bf16_autocast_keeps_a_float32_residual_stream_like_timm():
+    ours = randomize_(timm.create_model("mixer_s32_zoo")).eval()
+    ref = timm_twin(ours, "mixer_s32_224")
+    x = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        ours_out, ref_out = ours(x), ref(x)
+        inter = ours.forward_intermediates(x, indices=1, intermediates_only=True, output_fmt="NLC")[0]
+        ref_inter = ref.forward_intermediates(x, indices=1, intermediates_only=True, output_fmt="NLC")[0]
+    assert inter.dtype == ref_inter.dtype == torch.float32  # the residual stream after the last block
+    torch.testing.assert_close(ours_out.float(), ref_out.float(), rtol=0, atol=2e-2)
+
+
 def test_gelu_flavours_differ_and_tanh_is_what_flax_computes():
     x = torch.linspace(-4, 4, 101)
     tanh = Mixer(**SMALL, act_layer="gelu_tanh").blocks[0].approximate
