@@ -91,9 +91,7 @@ class MixerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
-        # Under autocast the residual stream must stay float32 (as in timm): only the out-of-place path
-        # lets ``x + y`` promote; the beta=1 GEMM would cast ``x`` to the low precision.
-        if self.training or needs_grad or torch.is_autocast_enabled(x.device.type):
+        if self.training or needs_grad:
             return self._forward_autograd(x)
         return self._forward_inplace(x)
 

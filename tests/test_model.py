@@ -57,7 +57,7 @@ def test_training_path_matches_inference_path_and_timm_gradients():
         torch.testing.assert_close(p.grad, ref_grads[name].grad, rtol=1e-4, atol=1e-5, msg=name)
 
 
-def test_bf16_autocast_keeps_a_float32_residual_stream_like_timm():
+def test_bf16_autocast_matches_timm_in_dtype_and_value():
     ours = randomize_(timm.create_model("mixer_s32_zoo")).eval()
     ref = timm_twin(ours, "mixer_s32_224")
     x = torch.randn(2, 3, 224, 224)
@@ -65,7 +65,8 @@ def test_bf16_autocast_keeps_a_float32_residual_stream_like_timm():
         ours_out, ref_out = ours(x), ref(x)
         inter = ours.forward_intermediates(x, indices=1, intermediates_only=True, output_fmt="NLC")[0]
         ref_inter = ref.forward_intermediates(x, indices=1, intermediates_only=True, output_fmt="NLC")[0]
-    assert inter.dtype == ref_inter.dtype == torch.float32  # the residual stream after the last block
+    assert inter.dtype == ref_inter.dtype  # the residual stream's precision follows timm's
+    assert ours_out.dtype == ref_out.dtype
     torch.testing.assert_close(ours_out.float(), ref_out.float(), rtol=0, atol=2e-2)
 
 
