@@ -14,6 +14,7 @@ SUBCOMMANDS = {
     # name: (module, one-line help)
     "list": ("mixer_zoo.listing", "list the zoo's architectures (and weights tags) with parameter counts"),
     "demo": ("mixer_zoo.demo", "the offline end-to-end job: every variant built and run on an embedded default"),
+    "convert": ("mixer_zoo.convert", "convert a JAX .npz / .pth / manifest tag to a timm folder (and back)"),
 }
 
 

@@ -1,0 +1,332 @@
+"""Converters: official JAX npz <-> timm folder (parity with the Flax model), mmpretrain <-> timm, bad input."""
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from conftest import randomize_
+from mixer_zoo.cli import main as cli_main
+from mixer_zoo.convert import (
+    CONVERTER_VERSION, ConversionError, convert_npz, convert_state_dict_file, convert_tag, expected_official_shapes,
+    export_mmpretrain, export_npz, infer_architecture, mmpretrain_to_timm, npz_to_timm_state_dict,
+    timm_to_mmpretrain, timm_to_npz_arrays, verify_against_flax,
+)
+from mixer_zoo.download import cached_path
+from mixer_zoo.jax_reference import load_official_npz, make_official_npz
+from mixer_zoo.manifest import get_entry
+from mixer_zoo.zoo import ARCHITECTURES
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def s32_npz(tmp_path_factory):
+    """An official-layout S/32 checkpoint with a 10-class head and random weights everywhere."""
+    pytest.importorskip("flax")
+    return make_official_npz(tmp_path_factory.mktemp("npz") / "Mixer-S_32.npz", "mixer_s32_zoo", 10, seed=1)
+
+
+@pytest.fixture(scope="module")
+def s32_folder(s32_npz, tmp_path_factory):
+    return convert_npz(s32_npz, tmp_path_factory.mktemp("converted") / "s32", progress=False)
+
+
+def _print_rows(name, rows):
+    for r in rows:
+        print(f"{name} gelu={r['gelu']}: max abs {r['max_abs_diff']:.3g}, max rel {r['max_rel_diff']:.3g}, "
+              f"top-1 agreement {r['top1_agreement']:.2f}")
+
+
+# ---- parity with the JAX model -------------------------------------------------------------------------------
+
+def test_s32_ten_classes_matches_flax_with_tanh_gelu(s32_npz, s32_folder):
+    rows = verify_against_flax(s32_npz, s32_folder, batch_size=2)
+    _print_rows("S/32 10 classes", rows)
+    tanh, erf = (next(r for r in rows if r["gelu"] == g) for g in ("gelu_tanh", "gelu"))
+    assert tanh["max_rel_diff"] <= 1e-5 and tanh["top1_agreement"] == 1.0
+    assert erf["max_rel_diff"] > 10 * tanh["max_rel_diff"]  # the GELU flavour is visible in the logits
+
+
+def test_b16_matches_flax_with_tanh_gelu(tmp_path):
+    pytest.importorskip("flax")
+    npz = make_official_npz(tmp_path / "Mixer-B_16.npz", "mixer_b16_zoo", 1000, seed=2)
+    out = convert_npz(npz, tmp_path / "b16", progress=False)
+    rows = verify_against_flax(npz, out, batch_size=2)
+    _print_rows("B/16 1000 classes", rows)
+    tanh, erf = (next(r for r in rows if r["gelu"] == g) for g in ("gelu_tanh", "gelu"))
+    assert tanh["max_rel_diff"] <= 1e-5 and tanh["top1_agreement"] == 1.0
+    assert erf["max_rel_diff"] > 10 * tanh["max_rel_diff"]
+
+
+def test_readme_command_converts_verifies_and_timm_loads(s32_npz, tmp_path):
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "converters" / "jax_to_torch.py"), str(s32_npz), "--out", str(out), "--verify",
+         "--quiet"], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert "gelu_tanh" in result.stdout and "max_rel_diff" in result.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    model = timm.create_model(f"local-dir:{out}", pretrained=True)
+    expected = npz_to_timm_state_dict(load_official_npz(s32_npz))
+    assert model.act_layer == "gelu_tanh" and model.num_classes == 10
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in expected.items())
+
+
+# ---- the output folder ----------------------------------------------------------------------------------------
+
+def test_folder_has_float32_safetensors_with_provenance(s32_npz, s32_folder):
+    path = s32_folder / "model.safetensors"
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+        dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}
+    assert dtypes == {"F32"}
+    assert meta["source_file"] == "Mixer-S_32.npz"
+    assert meta["source_sha256"] == hashlib.sha256(s32_npz.read_bytes()).hexdigest()
+    assert meta["converter"] == CONVERTER_VERSION
+
+
+def test_config_json_is_timms_hub_format(s32_folder):
+    config = json.loads((s32_folder / "config.json").read_text())
+    assert config["architecture"] == "mixer_s32_zoo"
+    assert config["num_classes"] == 10 and config["num_features"] == 512 and config["global_pool"] == "avg"
+    assert config["model_args"] == {"act_layer": "gelu_tanh"}
+    assert config["pretrained_cfg"]["mean"] == [0.5, 0.5, 0.5] and config["pretrained_cfg"]["num_classes"] == 10
+    assert config["pretrained_cfg"]["tag"] == "local"
+
+
+def test_folder_loads_into_timms_own_mlp_mixer(s32_folder):
+    state_dict = load_file(str(s32_folder / "model.safetensors"))
+    theirs = timm.create_model("mixer_s32_224", num_classes=10).eval()
+    theirs.load_state_dict(state_dict, strict=True)
+    ours = timm.create_model(f"local-dir:{s32_folder}", pretrained=True, act_layer="gelu").eval()  # timm's is erf
+    x = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        torch.testing.assert_close(ours(x), theirs(x), rtol=1e-4, atol=1e-4)
+
+
+def test_infer_architecture_from_shapes_for_every_variant():
+    for arch, dims in ARCHITECTURES.items():
+        for num_classes in (1000, 21843, 10):
+            shapes = expected_official_shapes(dict(dims, img_size=224), num_classes)
+            assert infer_architecture(shapes) == arch
+    odd = expected_official_shapes(dict(ARCHITECTURES["mixer_s32_zoo"], embed_dim=320, img_size=224), 10)
+    with pytest.raises(ConversionError, match="embed_dim=320.*match no architecture"):
+        infer_architecture(odd)
+
+
+# ---- round trips ----------------------------------------------------------------------------------------------
+
+def test_npz_to_safetensors_to_npz_is_bit_exact(s32_npz, s32_folder, tmp_path):
+    back = tmp_path / "back.npz"
+    assert cli_main(["convert", str(s32_folder), "--to", "npz", "--out", str(back)]) == 0
+    original, exported = load_official_npz(s32_npz), load_official_npz(back)
+    assert sorted(exported) == sorted(original)
+    for key, value in original.items():
+        assert exported[key].dtype == value.dtype and np.array_equal(exported[key], value), key
+
+
+def test_in_memory_round_trip_is_bit_exact(s32_npz):
+    arrays = load_official_npz(s32_npz)
+    again = timm_to_npz_arrays(npz_to_timm_state_dict(arrays))
+    assert all(np.array_equal(again[k], v) for k, v in arrays.items()) and again.keys() == arrays.keys()
+
+
+def test_torch_to_jax_script_exports_a_model_the_flax_reference_runs(s32_npz, s32_folder, tmp_path):
+    pytest.importorskip("flax")
+    from mixer_zoo.jax_reference import flax_logits
+
+    out = tmp_path / "exported.npz"
+    result = subprocess.run([sys.executable, str(REPO / "converters" / "torch_to_jax.py"), str(s32_folder),
+                             "--out", str(out)], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    images = np.random.default_rng(5).standard_normal((1, 224, 224, 3), dtype=np.float32)
+    np.testing.assert_array_equal(flax_logits(load_official_npz(out), images),
+                                  flax_logits(load_official_npz(s32_npz), images))
+
+
+# ---- mmpretrain -----------------------------------------------------------------------------------------------
+
+def _mmpretrain_classifier(num_classes=10):
+    pytest.importorskip("mmpretrain")
+    from mmpretrain.models import build_classifier
+
+    model = build_classifier(dict(
+        type="ImageClassifier",
+        backbone=dict(type="MlpMixer", arch="s", img_size=224, patch_size=32, norm_cfg=dict(type="LN", eps=1e-6)),
+        neck=dict(type="GlobalAveragePooling", dim=1),
+        head=dict(type="LinearClsHead", num_classes=num_classes, in_channels=512,
+                  loss=dict(type="CrossEntropyLoss"))))
+    return randomize_(model, seed=4).eval()
+
+
+def test_mmpretrain_state_dict_converts_both_ways_with_same_logits():
+    mm = _mmpretrain_classifier()
+    mm_state = mm.state_dict()
+    timm_state = mmpretrain_to_timm(mm_state)
+    ours = timm.create_model("mixer_s32_zoo", num_classes=10, act_layer="gelu").eval()  # mmpretrain's GELU is erf
+    ours.load_state_dict(timm_state, strict=True)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        torch.testing.assert_close(ours(x), mm(x, mode="tensor"), rtol=1e-4, atol=1e-4)
+    back = timm_to_mmpretrain(ours.state_dict())
+    assert back.keys() == mm_state.keys()
+    assert all(torch.equal(back[k], mm_state[k]) for k in mm_state)
+
+
+def test_mmpretrain_checkpoint_file_to_folder_and_back(tmp_path):
+    mm = _mmpretrain_classifier()
+    pth = tmp_path / "mixer-s32_mmpretrain.pth"
+    torch.save({"state_dict": mm.state_dict(), "meta": {"epoch": 3}}, pth)
+    assert cli_main(["convert", str(pth), "--out", str(tmp_path / "folder")]) == 0
+    model = timm.create_model(f"local-dir:{tmp_path / 'folder'}", pretrained=True).eval()
+    assert model.act_layer == "gelu"
+    exported = export_mmpretrain(tmp_path / "folder", tmp_path / "back.pth")
+    fresh = _mmpretrain_classifier()
+    fresh.load_state_dict(torch.load(exported, weights_only=True)["state_dict"], strict=True)
+    x = torch.randn(1, 3, 224, 224)
+    with torch.inference_mode():
+        torch.testing.assert_close(fresh(x, mode="tensor"), mm(x, mode="tensor"), rtol=0, atol=0)
+        torch.testing.assert_close(model(x), mm(x, mode="tensor"), rtol=1e-4, atol=1e-4)
+
+
+# ---- manifest tags (the download itself is tested in test_download.py) ----------------------------------------
+
+def test_tag_conversion_uses_the_manifest_entry(s32_npz, tmp_path):
+    tag = "mixer_s32_zoo.goog_gsam_in1k"
+    entry = get_entry(tag)
+    npz = make_official_npz(cached_path(entry["source"]["url"], tmp_path / "cache"), "mixer_s32_zoo", 1000, seed=7)
+    out = convert_tag(tag, tmp_path / "out", cache_dir=tmp_path / "cache", progress=False)
+    config = json.loads((out / "config.json").read_text())
+    assert config["pretrained_cfg"]["tag"] == "goog_gsam_in1k"
+    assert config["model_args"]["act_layer"] == entry["act_layer"]
+    assert config["pretrained_cfg"]["license"] == entry["license"]
+    assert entry["source"]["url"] in (out / "README.md").read_text()
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert f.metadata()["source_sha256"] == hashlib.sha256(npz.read_bytes()).hexdigest()
+
+
+def test_timm_pth_tag_is_read_weights_only(tmp_path):
+    tag = "mixer_b16_zoo.goog_in21k_ft_in1k"
+    entry = get_entry(tag)
+    assert entry["source"]["format"] == "timm_pth"
+    source = randomize_(timm.create_model("mixer_b16_zoo"), seed=9).state_dict()
+    path = cached_path(entry["source"]["url"], tmp_path / "cache")
+    path.parent.mkdir(parents=True)
+    torch.save(source, path)
+    out = convert_tag(tag, tmp_path / "out", cache_dir=tmp_path / "cache", progress=False)
+    model = timm.create_model(f"local-dir:{out}", pretrained=True)
+    assert model.act_layer == "gelu_tanh"
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in source.items())
+
+
+# ---- bad input ------------------------------------------------------------------------------------------------
+
+def _save(path, arrays):
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    return path
+
+
+def _with(arrays, **changes):
+    out = dict(arrays)
+    for key, value in changes.items():
+        key = key.replace("__", "/")
+        if value is None:
+            del out[key]
+        else:
+            out[key] = value
+    return out
+
+
+@pytest.fixture(scope="module")
+def s32_arrays(s32_npz):
+    return load_official_npz(s32_npz)
+
+
+def _nan(a, index=0, value=np.nan):
+    a = a.copy()
+    a.flat[index] = value
+    return a
+
+
+BAD_NPZ = {
+    "missing key": (lambda a: _with(a, MixerBlock_3__LayerNorm_1__bias=None),
+                    "missing key 'MixerBlock_3/LayerNorm_1/bias'"),
+    "extra key": (lambda a: _with(a, MixerBlock_3__extra__kernel=np.zeros(3, np.float32)),
+                  "unexpected key 'MixerBlock_3/extra/kernel'"),
+    "wrong shape": (lambda a: _with(a, MixerBlock_2__channel_mixing__Dense_1__kernel=np.zeros((2048, 500), np.float32)),
+                    r"key 'MixerBlock_2/channel_mixing/Dense_1/kernel' has shape \(2048, 500\); expected \(2048, 512\)"),
+    "nan": (lambda a: _with(a, MixerBlock_5__token_mixing__Dense_0__bias=_nan(a["MixerBlock_5/token_mixing/Dense_0/bias"])),
+            "key 'MixerBlock_5/token_mixing/Dense_0/bias' contains 1 NaN/Inf"),
+    "inf": (lambda a: _with(a, **{"head__kernel": _nan(a["head/kernel"], 17, np.inf)}),
+            "key 'head/kernel' contains 1 NaN/Inf"),
+    "pickled objects": (lambda a: _with(a, stem__bias=np.array([{"x": 1}] * 512, dtype=object)),
+                        "key 'stem/bias' holds pickled Python objects"),
+    "integer dtype": (lambda a: _with(a, stem__bias=np.zeros(512, np.int32)),
+                      "key 'stem/bias' has dtype int32; expected floating point"),
+}
+
+
+def _assert_clean_failure(capsys, argv, out, pattern, where):
+    code = cli_main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("mixer-zoo convert: error: "), err
+    import re
+    assert re.search(pattern, err[0]), err[0]
+    assert str(where) in err[0]
+    assert not out.exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]  # no staging left
+
+
+@pytest.mark.parametrize("case", list(BAD_NPZ))
+def test_bad_npz_is_rejected_in_one_line_leaving_nothing(case, s32_arrays, tmp_path, capsys):
+    make, pattern = BAD_NPZ[case]
+    src = _save(tmp_path / "bad.npz", make(s32_arrays))
+    out = tmp_path / "out"
+    _assert_clean_failure(capsys, ["convert", str(src), "--out", str(out), "--quiet"], out, pattern, src)
+
+
+def test_truncated_and_non_zip_files_are_rejected(s32_npz, tmp_path, capsys):
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(s32_npz.read_bytes()[: s32_npz.stat().st_size // 2])
+    text = tmp_path / "notes.npz"
+    text.write_text("not a checkpoint\n")
+    for src in (truncated, text):
+        _assert_clean_failure(capsys, ["convert", str(src), "--out", str(tmp_path / "out")], tmp_path / "out",
+                              "not a readable .npz", src)
+
+
+def test_unknown_tag_and_wrong_arch_are_rejected(s32_npz, tmp_path, capsys):
+    out = tmp_path / "out"
+    _assert_clean_failure(capsys, ["convert", "mixer_b16_zoo.nope", "--out", str(out)], out,
+                          "unknown weights tag 'mixer_b16_zoo.nope'", "mixer_b16_zoo.nope")
+    _assert_clean_failure(capsys, ["convert", str(s32_npz), "--out", str(out), "--arch", "mixer_b16_zoo"], out,
+                          "patch_size=32 but mixer_b16_zoo has patch_size=16", s32_npz)
+
+
+def test_existing_output_needs_force(s32_npz, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model.safetensors").write_text("keep me")
+    assert cli_main(["convert", str(s32_npz), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "use --force" in err and str(out) in err and len(err.splitlines()) == 1
+    assert (out / "model.safetensors").read_text() == "keep me"
+    assert cli_main(["convert", str(s32_npz), "--out", str(out), "--quiet", "--force"]) == 0
+    assert load_file(str(out / "model.safetensors"))["head.bias"].shape == (10,)
+
+
+def test_pickled_pth_is_refused_without_unpickling(tmp_path, capsys):
+    evil = tmp_path / "evil.pth"
+    torch.save({"state_dict": {"x": torch.zeros(1)}, "hook": Path("/")}, evil)  # a non-allowlisted class
+    out = tmp_path / "out"
+    _assert_clean_failure(capsys, ["convert", str(evil), "--out", str(out)], out, "not a loadable weights-only", evil)
