@@ -15,6 +15,9 @@ SUBCOMMANDS = {
     "list": ("mixer_zoo.listing", "list the zoo's architectures (and weights tags) with parameter counts"),
     "demo": ("mixer_zoo.demo", "the offline end-to-end job: every variant built and run on an embedded default"),
     "convert": ("mixer_zoo.convert", "convert a JAX .npz / .pth / manifest tag to a timm folder (and back)"),
+    "manifest": ("mixer_zoo.manifest", "validate weights_manifest.json against its schema and cross-check it with the code"),
+    "publish": ("mixer_zoo.hub", "upload a converted folder as a timm-compatible Hugging Face Hub repo (--dry-run validates)"),
+    "convert-all": ("mixer_zoo.hub", "convert (and publish) every manifest tag, skipping what is up to date"),
 }
 
 

@@ -5,6 +5,7 @@ released for them are data, read from ``weights_manifest.json`` into timm pretra
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Dict
 
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
@@ -37,6 +38,7 @@ def pretrained_cfg_from_entry(entry: Dict[str, Any]) -> Dict[str, Any]:
     return dict(
         url="",
         hf_hub_id=entry.get("hf_hub_id"),
+        hf_hub_filename="model.safetensors",  # safetensors only: never timm's pickle fallback
         num_classes=entry["num_classes"],
         input_size=tuple(entry["input_size"]),
         fixed_input_size=True,
@@ -58,17 +60,26 @@ default_cfgs = generate_default_cfgs({name: pretrained_cfg_from_entry(e) for nam
 
 
 def _create_mixer(variant: str, pretrained: bool = False, **kwargs: Any) -> Mixer:
-    """Build through timm's builder; the weights tag decides the GELU flavour unless ``act_layer`` is given."""
+    """Build through timm's builder; the weights tag decides the GELU flavour unless ``act_layer`` is given.
+
+    With ``pretrained`` timm downloads (or finds in its cache) the tag's Hub file; ``hub.build_pretrained``
+    then checks it against the manifest's sha256 and turns Hub failures into errors naming tag and repo.
+    """
     cfg = resolve_pretrained_cfg(variant, kwargs.pop("pretrained_cfg", None), kwargs.pop("pretrained_cfg_overlay", None))
     entry = weights_entries().get(f"{variant}.{cfg.tag}")
     kwargs.setdefault("act_layer", entry["act_layer"] if entry else "gelu")
     out_indices = kwargs.pop("out_indices", 3)
-    return build_model_with_cfg(
-        Mixer, variant, pretrained,
+    build = functools.partial(
+        build_model_with_cfg, Mixer, variant, pretrained,
         pretrained_cfg=cfg.to_dict(),
         feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
         **{**ARCHITECTURES[variant], **kwargs},
     )
+    if not pretrained:
+        return build()
+    from .hub import build_pretrained
+
+    return build_pretrained(build, f"{variant}.{cfg.tag}", cfg.to_dict(), kwargs.get("cache_dir"))
 
 
 @register_model
