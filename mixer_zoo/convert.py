@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from . import __version__
+from .report import umask_mode
 
 CONVERTER_VERSION = f"mixer-zoo-convert {__version__}"
 PathLike = Union[str, Path]
@@ -429,7 +430,7 @@ def staging_folder(out_dir: PathLike, force: bool = False) -> Iterator[Path]:
     _check_output(out_dir, force)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
-    os.chmod(stage, _umask_mode(0o777))
+    os.chmod(stage, umask_mode(0o777))
     try:
         yield stage
         _check_output(out_dir, force)  # someone may have written there meanwhile
@@ -569,13 +570,6 @@ def pretrained_cfg_for(arch: str, entry: Mapping[str, Any]) -> Dict[str, Any]:
     from .zoo import pretrained_cfg_from_entry
 
     return dict(pretrained_cfg_from_entry(entry), architecture=arch, tag=entry["tag"])
-
-
-def _umask_mode(mode: int) -> int:
-    """``mode`` less the process umask: temp files are created private, the results should not be."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return mode & ~umask
 
 
 def local_entry(arch: str, num_classes: int, act_layer: str, src: PathLike) -> Dict[str, Any]:
@@ -750,7 +744,7 @@ def export_mmpretrain(src: PathLike, out_file: PathLike, force: bool = False) ->
 def _atomic_write(path: Path, write: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.chmod(tmp, _umask_mode(0o666))
+    os.chmod(tmp, umask_mode(0o666))
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

@@ -32,6 +32,13 @@ def format_table(rows: Sequence[Dict[str, object]], columns: Sequence[str] = ())
     return "\n".join([line(columns), line("-" * w for w in widths), *(line(row) for row in cells)])
 
 
+def umask_mode(mode: int) -> int:
+    """``mode`` less the process umask: temp files are created private, results should not be."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mode & ~mask
+
+
 def atomic_write_text(path: Union[str, Path], text: str) -> None:
     """Write via a temp file in the same folder, then rename: never a half-written file."""
     path = Path(path)
@@ -40,6 +47,7 @@ def atomic_write_text(path: Union[str, Path], text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
+        os.chmod(tmp, umask_mode(0o666))  # mkstemp makes 0600
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
