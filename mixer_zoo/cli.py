@@ -14,6 +14,8 @@ SUBCOMMANDS = {
     # name: (module, one-line help)
     "list": ("mixer_zoo.listing", "list the zoo's architectures (and weights tags) with parameter counts"),
     "demo": ("mixer_zoo.demo", "the offline end-to-end job: every variant built and run on an embedded default"),
+    "train": ("mixer_zoo.train", "train / fine-tune from an mmpretrain config with mmengine's Runner (torchrun: --launcher pytorch)"),
+    "test": ("mixer_zoo.test", "evaluate a checkpoint (file or zoo://arch.tag) with an mmpretrain config"),
     "convert": ("mixer_zoo.convert", "convert a JAX .npz / .pth / manifest tag to a timm folder (and back)"),
     "manifest": ("mixer_zoo.manifest", "validate weights_manifest.json against its schema and cross-check it with the code"),
     "publish": ("mixer_zoo.hub", "upload a converted folder as a timm-compatible Hugging Face Hub repo (--dry-run validates)"),

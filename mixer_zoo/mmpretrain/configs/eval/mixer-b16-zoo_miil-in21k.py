@@ -1,0 +1,20 @@
+# ImageNet evaluation of mixer_b16_zoo.miil_in21k.
+# Generated from weights_manifest.json by `python -m mixer_zoo.mmpretrain --write`: do not edit.
+_base_ = ['../_base_/models/mixer_zoo.py', '../_base_/datasets/imagenet_eval.py', '../_base_/default_runtime.py']
+
+model = dict(
+    backbone=dict(arch='mixer_b16_zoo.miil_in21k', img_size=224),  # the tag sets the GELU flavour (gelu)
+    head=dict(num_classes=11221, in_channels=768),
+    data_preprocessor=dict(num_classes=11221, mean=[0.0, 0.0, 0.0], std=[255.0, 255.0, 255.0], to_rgb=True),
+)
+
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='ResizeEdge', scale=256, edge='short', interpolation='bilinear'),
+    dict(type='CenterCrop', crop_size=224),
+    dict(type='PackInputs'),
+]
+val_dataloader = dict(dataset=dict(type='ImageNet', data_root='data/imagenet', split='val', pipeline=test_pipeline))
+test_dataloader = val_dataloader
+
+load_from = 'zoo://mixer_b16_zoo.miil_in21k'

@@ -1,0 +1,237 @@
+"""The mmpretrain model-index, and the per-tag evaluation configs, generated from ``weights_manifest.json``.
+
+The model-index is built at import time (so measured metrics added to the manifest show up at once) and
+registered with mmpretrain's ``ModelHub``: ``list_models("*zoo*")``, ``get_model(name, pretrained=True)`` and
+``ImageClassificationInferencer(name)`` then know every tag. The evaluation configs are files, because
+users run them and mmengine reads configs from disk; ``python -m mixer_zoo.mmpretrain --write``
+regenerates them and a test checks they match the manifest.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+from .. import __version__
+from ..listing import param_count
+from ..manifest import weights_entries
+from ..report import atomic_write_text
+from ..zoo import ARCHITECTURES
+from .weights import SCHEME
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+EVAL_CONFIG_DIR = CONFIG_DIR / "eval"
+COLLECTION = "MixerZoo"
+DATASET_NAMES = {"imagenet-1k": "ImageNet-1k", "imagenet-21k": "ImageNet-21k"}
+EVAL_DATASETS = {
+    # label set -> (mmpretrain dataset type, data_root, split)
+    "imagenet-1k": ("ImageNet", "data/imagenet", "val"),
+    "imagenet-21k": ("ImageNet21k", "data/imagenet21k", "val"),
+}
+
+
+def mm_model_name(key: str) -> str:
+    """``mixer_b16_zoo.goog_in21k_ft_in1k`` -> ``mixer-b16-zoo_goog-in21k-ft-in1k`` (mmpretrain's naming)."""
+    arch, _, tag = key.partition(".")
+    return f"{arch.replace('_', '-')}_{tag.replace('_', '-')}"
+
+
+def model_names() -> Dict[str, str]:
+    """``{mmpretrain name: "arch.tag"}`` for every manifest entry."""
+    return {mm_model_name(key): key for key in weights_entries()}
+
+
+def macs_count(arch: str, num_classes: int = 1000, img_size: int = 224) -> int:
+    """Multiply-accumulates per image (mmpretrain's metafiles call these FLOPs): stem, MLPs, head."""
+    a = ARCHITECTURES[arch]
+    c, p, t, d = a["embed_dim"], a["patch_size"], a["tokens_mlp_dim"], a["channels_mlp_dim"]
+    n = (img_size // p) ** 2
+    return n * c * 3 * p * p + a["num_blocks"] * (2 * c * n * t + 2 * n * c * d) + c * num_classes
+
+
+def _results(entry: Dict[str, Any]) -> Optional[List[Dict[str, Any]]]:
+    """ImageNet top-1/top-5 from the manifest: our measured figures first, else the published ones."""
+    metrics = entry.get("metrics") or {}
+    measured = (metrics.get("measured") or {}).get("imagenet_val") or {}
+    reported = metrics.get("reported") or {}
+    if measured.get("top1") is not None:
+        top1, top5 = measured["top1"], measured.get("top5")
+    elif reported.get("imagenet_top1") is not None:
+        top1, top5 = reported["imagenet_top1"], reported.get("imagenet_top5")
+    else:
+        return None
+    scores = {"Top 1 Accuracy": float(top1)}
+    if top5 is not None:
+        scores["Top 5 Accuracy"] = float(top5)
+    return [dict(Task="Image Classification", Dataset="ImageNet-1k", Metrics=scores)]
+
+
+def model_entry(key: str, entry: Dict[str, Any]) -> Dict[str, Any]:
+    """One ``Models:`` item of the model-index."""
+    arch = entry["architecture"]
+    model: Dict[str, Any] = {
+        "Name": mm_model_name(key),
+        "In Collection": COLLECTION,
+        "Config": f"eval/{mm_model_name(key)}.py",
+        "Weights": f"{SCHEME}{key}" if entry.get("hf_hub_id") else None,  # None: nothing published
+        "Metadata": {
+            "FLOPs": macs_count(arch, entry["num_classes"], entry["input_size"][-1]),
+            "Parameters": param_count(arch, entry["num_classes"]),
+            "Training Data": DATASET_NAMES.get(entry["label_set"], entry["label_set"]),
+            "Weights Tag": key,
+            "Hub": entry.get("hf_hub_id"),
+            "GELU": entry["act_layer"],
+        },
+        "Paper": {"Title": entry["paper"]["name"], "URL": f"https://arxiv.org/abs/{entry['paper']['arxiv']}"},
+    }
+    results = _results(entry)
+    if results:
+        model["Results"] = results
+    source = entry.get("source") or {}
+    if source.get("url"):
+        model["Converted From"] = {"Weights": source["url"],
+                                   "Code": "https://github.com/google-research/vision_transformer"}
+    return model
+
+
+def build_model_index() -> Dict[str, Any]:
+    """The model-index (collection + one model per manifest entry) as a dict."""
+    return {
+        "Collections": [{
+            "Name": COLLECTION,
+            "Metadata": {"Architecture": ["MLP", "Layer Normalization", "GELU"]},
+            "Paper": {"Title": "MLP-Mixer: An all-MLP Architecture for Vision", "URL": "https://arxiv.org/abs/2105.01601"},
+            "Code": {"URL": "https://pypi.org/project/mixer-zoo/", "Version": __version__},
+        }],
+        "Models": [model_entry(key, entry) for key, entry in weights_entries().items()],
+    }
+
+
+def model_index_yaml() -> str:
+    return yaml.safe_dump(build_model_index(), sort_keys=False, width=120)
+
+
+def _index_dir() -> Path:
+    """Where the generated model-index is written (mmpretrain's ModelHub reads it from a file)."""
+    root = os.environ.get("MIXER_ZOO_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "mixer_zoo")
+    return Path(root) / "mmpretrain"
+
+
+def write_model_index(directory: Optional[Path] = None) -> Path:
+    """Write the model-index (named by its content hash, so concurrent processes agree) and return its path."""
+    text = model_index_yaml()
+    name = f"model-index-{hashlib.sha256(text.encode()).hexdigest()[:16]}.yml"
+    for folder in ([directory] if directory else [_index_dir(), Path(tempfile.gettempdir()) / "mixer_zoo_mmpretrain"]):
+        path = Path(folder) / name
+        try:
+            if not (path.exists() and path.read_text(encoding="utf-8") == text):
+                atomic_write_text(path, text)
+            return path
+        except OSError:
+            if directory:
+                raise
+    raise OSError(f"cannot write the mmpretrain model-index under {_index_dir()} or the temp folder")
+
+
+_registered = False
+
+
+def register_model_index() -> Path:
+    """Register every tag with mmpretrain's ``ModelHub`` (once per process)."""
+    global _registered
+    from mmpretrain.apis import ModelHub
+
+    path = write_model_index()
+    if not _registered:
+        ModelHub.register_model_index(path, config_prefix=CONFIG_DIR)
+        _registered = True
+    return path
+
+
+# ---- per-tag evaluation configs ------------------------------------------------------------------
+
+def eval_config_text(key: str, entry: Dict[str, Any]) -> str:
+    """An mmengine config that evaluates ``arch.tag`` with the preprocessing the manifest records."""
+    arch = entry["architecture"]
+    size = int(entry["input_size"][-1])
+    resize = int(math.floor(size / entry["crop_pct"]))  # timm's rule for the resize before the centre crop
+    mean = [round(255 * m, 4) for m in entry["mean"]]
+    std = [round(255 * s, 4) for s in entry["std"]]
+    dataset, data_root, split = EVAL_DATASETS.get(entry["label_set"], EVAL_DATASETS["imagenet-1k"])
+    return f'''# ImageNet evaluation of {key}.
+# Generated from weights_manifest.json by `python -m mixer_zoo.mmpretrain --write`: do not edit.
+_base_ = ['../_base_/models/mixer_zoo.py', '../_base_/datasets/imagenet_eval.py', '../_base_/default_runtime.py']
+
+model = dict(
+    backbone=dict(arch='{key}', img_size={size}),  # the tag sets the GELU flavour ({entry["act_layer"]})
+    head=dict(num_classes={entry["num_classes"]}, in_channels={ARCHITECTURES[arch]["embed_dim"]}),
+    data_preprocessor=dict(num_classes={entry["num_classes"]}, mean={mean}, std={std}, to_rgb=True),
+)
+
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='ResizeEdge', scale={resize}, edge='short', interpolation='{entry["interpolation"]}'),
+    dict(type='CenterCrop', crop_size={size}),
+    dict(type='PackInputs'),
+]
+val_dataloader = dict(dataset=dict(type='{dataset}', data_root='{data_root}', split='{split}', pipeline=test_pipeline))
+test_dataloader = val_dataloader
+
+load_from = {repr(SCHEME + key) if entry.get("hf_hub_id") else None}
+'''
+
+
+def eval_config_texts() -> Dict[Path, str]:
+    return {EVAL_CONFIG_DIR / f"{mm_model_name(k)}.py": eval_config_text(k, e) for k, e in weights_entries().items()}
+
+
+def stale_eval_configs() -> List[str]:
+    """Evaluation configs that are missing, differ from the manifest, or belong to no tag."""
+    wanted = eval_config_texts()
+    stale = [str(p) for p, text in wanted.items() if not p.exists() or p.read_text(encoding="utf-8") != text]
+    stale += [str(p) for p in EVAL_CONFIG_DIR.glob("*.py") if p not in wanted]
+    return sorted(stale)
+
+
+def write_eval_configs() -> List[Path]:
+    """Regenerate the evaluation configs from the manifest (removing those of tags no longer there)."""
+    wanted = eval_config_texts()
+    for path in EVAL_CONFIG_DIR.glob("*.py"):
+        if path not in wanted:
+            path.unlink()
+    for path, text in wanted.items():
+        atomic_write_text(path, text)
+    return sorted(wanted)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mixer_zoo.mmpretrain", description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help=f"regenerate the evaluation configs under {EVAL_CONFIG_DIR}")
+    parser.add_argument("--check", action="store_true", help="exit 1 if the evaluation configs are out of date")
+    parser.add_argument("--model-index", metavar="PATH", help="write the model-index YAML to PATH")
+    args = parser.parse_args(argv)
+    if args.write:
+        print(f"wrote {len(write_eval_configs())} configs under {EVAL_CONFIG_DIR}")
+    if args.model_index:
+        atomic_write_text(args.model_index, model_index_yaml())
+        print(f"wrote {args.model_index}")
+    if args.check:
+        stale = stale_eval_configs()
+        if stale:
+            print("out of date (run with --write): " + ", ".join(stale), file=sys.stderr)
+            return 1
+    if not (args.write or args.check or args.model_index):
+        print(model_index_yaml(), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

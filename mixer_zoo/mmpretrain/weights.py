@@ -1,0 +1,77 @@
+"""Zoo weights for mmpretrain: the ``zoo://arch.tag`` checkpoint scheme.
+
+``zoo://mixer_b16_zoo.goog_in21k_ft_in1k`` resolves the tag's Hub repo through huggingface_hub's cache
+(so ``HF_HUB_OFFLINE=1`` and a pre-filled cache work), reads ``model.safetensors`` (no unpickling) and
+returns an mmpretrain ``ImageClassifier`` checkpoint: ``backbone.<timm key>`` and ``head.fc.*``. It works
+wherever mmengine takes a checkpoint: ``load_from``, ``init_cfg=dict(type="Pretrained", ...)``,
+``get_model(..., pretrained=True)`` and ``mixer_zoo.test CONFIG zoo://...``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+from mmengine.runner import CheckpointLoader
+from safetensors.torch import load_file
+
+from ..manifest import ManifestError, get_entry, manifest_path
+
+SCHEME = "zoo://"
+
+
+def hub_weights_file(name: str) -> Path:
+    """Local path of the tag's ``model.safetensors``, from the huggingface_hub cache (downloaded if allowed).
+
+    The resolution timm's ``pretrained=True`` uses for a tag (its ``hf_hub_id`` through huggingface_hub's
+    cache, offline mode honoured), then ``mixer_zoo.hub``'s sha256 check against the manifest.
+    """
+    from huggingface_hub import hf_hub_download
+
+    from ..hub import WEIGHTS_FILE, WeightsError, verify_cached_weights
+
+    entry = get_entry(name)
+    key = f"{entry['architecture']}.{entry['tag']}"
+    repo = entry.get("hf_hub_id")
+    if not repo:
+        raise ManifestError(f"{manifest_path()}: {key} has no hf_hub_id: no weights are published for it")
+    try:
+        path = hf_hub_download(repo_id=repo, filename=WEIGHTS_FILE)
+    except Exception as e:  # offline and not cached, no such repo, network: one line naming tag and repo
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise WeightsError(f"weights of {key}: cannot get {WEIGHTS_FILE} from Hub repo {repo} "
+                           f"({type(e).__name__}: {first}); go online or fill the Hugging Face cache") from None
+    verify_cached_weights(repo, key)
+    return Path(path)
+
+
+def timm_to_mmpretrain(state_dict: Dict[str, torch.Tensor], source: str = "state dict") -> Dict[str, torch.Tensor]:
+    """timm ``MlpMixer`` keys -> ``ImageClassifier(backbone=MixerZoo, head=LinearClsHead)`` keys."""
+    if "stem.proj.weight" not in state_dict:
+        raise ValueError(f"{source}: not a Mixer state dict in timm layout (no 'stem.proj.weight'); "
+                         f"first keys: {list(state_dict)[:3]}")
+    return {(f"head.fc.{k[5:]}" if k.startswith("head.") else f"backbone.{k}"): v for k, v in state_dict.items()}
+
+
+def dataset_meta(entry: Dict[str, Any]) -> Dict[str, Any]:
+    """Class names for the tag's label set, where mmpretrain knows them (get_model and the inferencer show them)."""
+    if entry.get("label_set") == "imagenet-1k" and entry.get("num_classes") == 1000:
+        from mmpretrain.datasets.categories import IMAGENET_CATEGORIES
+
+        return {"classes": list(IMAGENET_CATEGORIES)}
+    return {}
+
+
+def load_zoo_checkpoint(name: str, map_location: Optional[str] = None) -> Dict[str, Any]:
+    """The checkpoint of ``arch.tag`` (or bare ``arch``: its default tag) in mmpretrain classifier layout."""
+    entry = get_entry(name)
+    path = hub_weights_file(name)
+    state_dict = load_file(str(path), device=str(map_location) if isinstance(map_location, (str, torch.device)) else "cpu")
+    meta = {"zoo_weights": f"{entry['architecture']}.{entry['tag']}", "dataset_meta": dataset_meta(entry)}
+    return {"state_dict": timm_to_mmpretrain(state_dict, str(path)), "meta": meta}
+
+
+@CheckpointLoader.register_scheme(prefixes=SCHEME, force=True)
+def load_from_zoo(filename: str, map_location: Optional[str] = None) -> Dict[str, Any]:
+    """mmengine checkpoint loader for ``zoo://arch.tag``."""
+    return load_zoo_checkpoint(filename[len(SCHEME):], map_location)

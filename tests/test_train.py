@@ -1,0 +1,177 @@
+"""CIFAR-10 fine-tuning with mmengine: the safe CIFAR reader, one process, two processes under torchrun
+(gloo on CPU), checkpoints read back by ``mixer_zoo.test``, and clear errors for bad input."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mmpretrain")
+
+from mixer_zoo.cli import main as cli_main  # noqa: E402
+from mixer_zoo.mmpretrain import CONFIG_DIR, load_split, read_batch, write_cifar10  # noqa: E402
+
+FINETUNE = CONFIG_DIR / "finetune" / "cifar10.py"
+
+
+def synthetic_split(n: int, seed: int):
+    """Noise images with a bright bar whose position is the class: learnable in a few dozen steps."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n)
+    images = rng.integers(0, 60, (n, 32, 32, 3), dtype=np.uint8)
+    for image, label in zip(images, labels):
+        row, col = divmod(int(label), 5)
+        image[row * 16:(row + 1) * 16, col * 6:col * 6 + 6] = 255
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def cifar_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cifar10")
+    write_cifar10(root, synthetic_split(320, 0), synthetic_split(60, 1))
+    return root
+
+
+def tiny_config(folder: Path, data_root: Path, iters: int = 40) -> Path:
+    """The shipped fine-tuning config with a 2-block Mixer on 32x32 images and a short schedule."""
+    path = folder / "tiny_cifar10.py"
+    path.write_text(f"""
+_base_ = [{str(FINETUNE)!r}]
+model = dict(
+    backbone=dict(arch=dict(_delete_=True, patch_size=8, num_blocks=2, embed_dim=32, tokens_mlp_dim=16,
+                            channels_mlp_dim=64), img_size=32, pretrained=False),
+    head=dict(in_channels=32))
+train_pipeline = [dict(type='RandomFlip', prob=0.5, direction='horizontal'), dict(type='PackInputs')]
+test_pipeline = [dict(type='PackInputs')]
+train_dataloader = dict(batch_size=16, num_workers=0,
+                        dataset=dict(data_root={str(data_root)!r}, pipeline=train_pipeline))
+val_dataloader = dict(batch_size=20, num_workers=0, dataset=dict(data_root={str(data_root)!r}, pipeline=test_pipeline))
+test_dataloader = val_dataloader
+optim_wrapper = dict(optimizer=dict(lr=0.1))
+param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=5),
+                   dict(type='CosineAnnealingLR', eta_min=0.0, by_epoch=False, begin=5, end={iters})]
+train_cfg = dict(max_iters={iters}, val_interval={iters})
+default_hooks = dict(checkpoint=dict(interval={iters}), logger=dict(interval=5))
+""")
+    return path
+
+
+def logged_losses(work_dir: Path) -> list:
+    """Training losses from mmengine's LocalVisBackend (vis_data/scalars.json), in order."""
+    files = sorted(work_dir.glob("*/vis_data/scalars.json"))
+    assert files, f"no scalars.json under {work_dir}"
+    rows = [json.loads(line) for line in files[-1].read_text().splitlines() if line.strip()]
+    return [r["loss"] for r in rows if "loss" in r]
+
+
+# ---- the CIFAR-10 files ------------------------------------------------------------------------------
+
+def test_written_batches_have_the_official_format(cifar_root):
+    folder = cifar_root / "cifar-10-batches-py"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"])
+    raw = pickle.loads((folder / "data_batch_1").read_bytes(), encoding="latin1")  # our own file
+    assert {"data", "labels", "batch_label", "filenames"} <= set(raw) and all(isinstance(k, str) for k in raw)
+    assert raw["data"].dtype == np.uint8 and raw["data"].shape == (64, 3072)
+    assert read_batch(folder / "batches.meta")["label_names"][0] == "airplane"
+    images, labels = load_split(cifar_root, "train")
+    expected_images, expected_labels = synthetic_split(320, 0)
+    np.testing.assert_array_equal(images, expected_images)
+    np.testing.assert_array_equal(labels, expected_labels)
+
+
+def test_reader_refuses_to_run_code_from_a_pickle(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return os.system, ("echo pwned",)
+
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps({"data": Evil()}, protocol=2))
+    with pytest.raises(ValueError, match=r"data_batch_1: not a CIFAR-10 batch file: .*refusing to load .*system"):
+        read_batch(path)
+
+
+# ---- training and testing ----------------------------------------------------------------------------
+
+def test_one_process_fine_tune_then_test(tmp_path, cifar_root, capsys):
+    config = tiny_config(tmp_path, cifar_root)
+    work_dir = tmp_path / "work"
+    assert cli_main(["train", str(config), "--work-dir", str(work_dir)]) == 0
+    losses = logged_losses(work_dir)
+    assert len(losses) == 8 and np.mean(losses[-2:]) < np.mean(losses[:2]) - 0.2, losses
+    checkpoint = work_dir / "iter_40.pth"
+    assert checkpoint.is_file()
+
+    out = tmp_path / "metrics.json"
+    capsys.readouterr()
+    assert cli_main(["test", str(config), str(checkpoint), "--work-dir", str(tmp_path / "test"),
+                     "--json", str(out)]) == 0
+    assert "accuracy/top1" in capsys.readouterr().out
+    accuracy = json.loads(out.read_text())[0]["accuracy/top1"]
+    assert 20.0 < accuracy <= 100.0  # well above chance (10 %) after 40 steps on the synthetic classes
+
+    # --resume continues from the work dir's last checkpoint
+    assert cli_main(["train", str(config), "--work-dir", str(work_dir), "--resume",
+                     "--cfg-options", "train_cfg.max_iters=45", "default_hooks.checkpoint.interval=45"]) == 0
+    assert (work_dir / "iter_45.pth").is_file()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_under_torchrun_gloo(tmp_path, cifar_root):
+    config = tiny_config(tmp_path, cifar_root, iters=20)
+    work_dir = tmp_path / "work"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(_free_port()), "-m", "mixer_zoo.train", str(config), "--launcher", "pytorch",
+               "--work-dir", str(work_dir)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = "".join(p.read_text() for p in work_dir.glob("*/*.log"))
+    assert "Distributed launcher: pytorch" in log and "Distributed training: True" in log
+    losses = logged_losses(work_dir)
+    assert np.mean(losses[-2:]) < np.mean(losses[:2]), losses
+    checkpoint = work_dir / "iter_20.pth"
+    assert checkpoint.is_file()
+    assert cli_main(["test", str(config), str(checkpoint), "--work-dir", str(tmp_path / "test")]) == 0
+
+
+# ---- errors --------------------------------------------------------------------------------------------
+
+def test_wrong_config_path_is_one_clear_line(tmp_path, capsys):
+    assert cli_main(["train", str(tmp_path / "missing.py")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("mixer-zoo train: error: config") and "missing.py' not found" in err[-1]
+
+
+def test_unknown_tag_is_a_clear_error(tmp_path, cifar_root, capsys):
+    config = tiny_config(tmp_path, cifar_root)
+    assert cli_main(["test", str(config), "zoo://mixer_b16_zoo.no_such_tag", "--work-dir", str(tmp_path / "w")]) == 2
+    assert "unknown weights tag 'mixer_b16_zoo.no_such_tag'" in capsys.readouterr().err
+
+
+def test_dataset_in_the_wrong_layout_is_a_clear_error(tmp_path, cifar_root, capsys):
+    broken = tmp_path / "broken"
+    write_cifar10(broken, synthetic_split(20, 0), synthetic_split(10, 1))
+    (broken / "cifar-10-batches-py" / "data_batch_3").unlink()
+    config = tiny_config(tmp_path, broken)
+    assert cli_main(["train", str(config), "--work-dir", str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err
+    assert "not the standard CIFAR-10 layout, missing data_batch_3" in err
+
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    config = tiny_config(tmp_path, flat)
+    assert cli_main(["train", str(config), "--work-dir", str(tmp_path / "w2")]) == 2
+    assert "no cifar-10-batches-py/ folder" in capsys.readouterr().err
