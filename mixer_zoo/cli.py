@@ -17,6 +17,8 @@ SUBCOMMANDS = {
     "train": ("mixer_zoo.train", "train / fine-tune from an mmpretrain config with mmengine's Runner (torchrun: --launcher pytorch)"),
     "test": ("mixer_zoo.test", "evaluate a checkpoint (file or zoo://arch.tag) with an mmpretrain config"),
     "convert": ("mixer_zoo.convert", "convert a JAX .npz / .pth / manifest tag to a timm folder (and back)"),
+    "bench": ("mixer_zoo.benchmark", "params, FLOPs, throughput and memory per variant, side by side with timm"),
+    "eval": ("mixer_zoo.evaluate", "ImageNet top-1/top-5 of a weights tag on a validation directory"),
     "manifest": ("mixer_zoo.manifest", "validate weights_manifest.json against its schema and cross-check it with the code"),
     "publish": ("mixer_zoo.hub", "upload a converted folder as a timm-compatible Hugging Face Hub repo (--dry-run validates)"),
     "convert-all": ("mixer_zoo.hub", "convert (and publish) every manifest tag, skipping what is up to date"),
