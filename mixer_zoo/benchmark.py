@@ -428,11 +428,14 @@ def plot_results(rows: Sequence[Dict[str, Any]], path: str, y: str = "infer_samp
         for impl in impls:
             sel = [r for r in rows if r.get("impl", "mixer_zoo") == impl and r.get(x) is not None and r.get(y) is not None]
             ax.scatter([r[x] for r in sel], [r[y] for r in sel], marker=markers.get(impl, "x"), s=50, label=impl)
-            if impl == "mixer_zoo":
-                for r in sel:
+            if impl == "mixer_zoo":  # neighbours' labels sit at two distances up-right, so they never cross
+                offsets = [((10, 8), "left"), ((22, 26), "left")]
+                for i, r in enumerate(sorted(sel, key=lambda r: r[x])):
                     ratio = f" x{r['speedup_vs_timm']:.2f}" if r.get("speedup_vs_timm") else ""
-                    ax.annotate(r["model"].replace("_zoo", "") + ratio, (r[x], r[y]), fontsize=8,
-                                xytext=(4, 4), textcoords="offset points")
+                    offset, align = offsets[i % len(offsets)]
+                    ax.annotate(r["model"].replace("_zoo", "") + ratio, (r[x], r[y]), fontsize=8, ha=align,
+                                xytext=offset, textcoords="offset points", va="center",
+                                arrowprops=dict(arrowstyle="-", lw=0.5, color="0.4"))
         ax.set_xscale("log")
         if y.endswith("per_sec"):
             ax.set_yscale("log")
