@@ -244,7 +244,7 @@ def _inference_step(c: Contender, x: torch.Tensor, autocast: Any) -> Callable[[]
 
 
 def _training_step(c: Contender, x: torch.Tensor, target: torch.Tensor, autocast: Any) -> Callable[[], None]:
-    optimizer = torch.optim.SGD(c.module.parameters(), lr=1e-4, momentum=0.9)  # as timm's benchmark.py
+    optimizer = torch.optim.SGD(c.module.parameters(), lr=1e-4, momentum=0.9)  # the same for every contender
 
     def step() -> None:
         with autocast():
