@@ -23,6 +23,10 @@ LABEL_SET_CLASSES = {"imagenet-1k": 1000, "imagenet-21k": 21843, "imagenet-21k-p
 PathLike = Union[str, Path]
 
 
+GOOGLE_TAG_PREFIXES = ("goog_", "sam_", "gsam_")
+"""Tags of Google's JAX weights; ``sam_in1k``/``gsam_in1k`` follow timm's name for Google's SAM ViTs."""
+
+
 class ManifestError(ValueError):
     """The manifest (or a name looked up in it) is not what the code expects."""
 
@@ -174,8 +178,9 @@ def check_manifest(path: Optional[PathLike] = None, build_models: bool = True) -
                                  f"gs://mixer_models/{source['folder']} is {want_url}")
                 if e["act_layer"] != "gelu_tanh":
                     problem(key, "Google's JAX weights were trained with Flax's tanh GELU: act_layer must be gelu_tanh")
-            if tag.startswith("goog_") and e["act_layer"] != "gelu_tanh":
-                problem(key, "goog_* tags are Google's JAX weights: act_layer must be gelu_tanh")
+            if tag.startswith(GOOGLE_TAG_PREFIXES) and e["act_layer"] != "gelu_tanh":
+                problem(key, f"{'/'.join(p + '*' for p in GOOGLE_TAG_PREFIXES)} tags are Google's JAX weights: "
+                             "act_layer must be gelu_tanh")
         if hub_id is not None:
             if hub_id.split("/", 1)[1] != key:
                 problem(key, f"hf_hub_id {hub_id!r} must end in /{key}")

@@ -110,7 +110,7 @@ def test_cli_bench_writes_json_csv_plot_and_the_manifest(tmp_path, monkeypatch, 
         csv_rows = list(csv.DictReader(f))
     assert float(csv_rows[0]["infer_samples_per_sec"]) == rows[0]["infer_samples_per_sec"]
     assert (out / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    measured = json.loads(manifest.read_text())["weights"]["mixer_s32_zoo.goog_gsam_in1k"]["metrics"]["measured"]
+    measured = json.loads(manifest.read_text())["weights"]["mixer_s32_zoo.gsam_in1k"]["metrics"]["measured"]
     assert measured["benchmark"]["infer_samples_per_sec"] == rows[0]["infer_samples_per_sec"]
     assert measured["benchmark"]["hardware"] == rows[0]["hardware"] and measured["benchmark"]["date"]
     assert sorted(p.name for p in out.iterdir()) == ["b.csv", "b.json", "b.png"]  # no temp files left

@@ -200,12 +200,12 @@ def test_mmpretrain_checkpoint_file_to_folder_and_back(tmp_path):
 # ---- manifest tags (the download itself is tested in test_download.py) ----------------------------------------
 
 def test_tag_conversion_uses_the_manifest_entry(s32_npz, tmp_path):
-    tag = "mixer_s32_zoo.goog_gsam_in1k"
+    tag = "mixer_s32_zoo.gsam_in1k"
     entry = get_entry(tag)
     npz = make_official_npz(cached_path(entry["source"]["url"], tmp_path / "cache"), "mixer_s32_zoo", 1000, seed=7)
     out = convert_tag(tag, tmp_path / "out", cache_dir=tmp_path / "cache", progress=False)
     config = json.loads((out / "config.json").read_text())
-    assert config["pretrained_cfg"]["tag"] == "goog_gsam_in1k"
+    assert config["pretrained_cfg"]["tag"] == "gsam_in1k"
     assert config["model_args"]["act_layer"] == entry["act_layer"]
     assert config["pretrained_cfg"]["license"] == entry["license"]
     assert entry["source"]["url"] in (out / "README.md").read_text()

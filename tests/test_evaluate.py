@@ -26,7 +26,7 @@ from mixer_zoo.evaluate import (
 )
 from mixer_zoo.manifest import MANIFEST_ENV, MANIFEST_PATH, get_entry, validate_manifest
 
-TAG = "mixer_s32_zoo.goog_gsam_in1k"
+TAG = "mixer_s32_zoo.gsam_in1k"
 WNIDS = ImageNetInfo("imagenet-1k").label_names()
 CLASS_INDICES = [3, 17, 100, 251, 388, 512, 730, 999]  # scattered, so the WordNet-id -> index map matters
 K = len(CLASS_INDICES)

@@ -24,7 +24,7 @@ from mixer_zoo.download import cached_path, sha256_of
 from mixer_zoo.jax_reference import make_official_npz
 from mixer_zoo.manifest import MANIFEST_PATH, check_manifest, get_entry, load_manifest
 
-TAG = "mixer_s32_zoo.goog_gsam_in1k"
+TAG = "mixer_s32_zoo.gsam_in1k"
 REPO = get_entry(TAG)["hf_hub_id"]
 SECRET = "hf_THISISNOTAREALTOKENbutmustneverbeprinted"
 

@@ -48,13 +48,13 @@ def test_num_params_is_the_real_models(key):
 
 def test_first_tag_of_each_architecture_is_the_default():
     assert timm.create_model("mixer_b16_zoo").pretrained_cfg["tag"] == "goog_in21k_ft_in1k"
-    assert timm.create_model("mixer_s16_zoo").pretrained_cfg["tag"] == "goog_gsam_in1k"
+    assert timm.create_model("mixer_s16_zoo").pretrained_cfg["tag"] == "gsam_in1k"
     assert get_entry("mixer_b16_zoo")["tag"] == "goog_in21k_ft_in1k"
 
 
 def test_gelu_flavour_follows_who_trained_the_weights():
     for key, entry in weights_entries().items():
-        if entry["tag"].startswith("goog_"):
+        if entry["tag"].startswith(("goog_", "sam_", "gsam_")):
             assert entry["act_layer"] == "gelu_tanh", key  # Flax's nn.gelu
         if entry["tag"].startswith("miil_"):
             assert entry["act_layer"] == "gelu", key  # trained in PyTorch with nn.GELU
@@ -118,7 +118,7 @@ def test_the_schema_rejects_bad_values_naming_file_and_key(tmp_path, change, poi
     (_set(["weights", B16, "num_classes"], 21843), "label_set imagenet-1k has 1000 classes"),
     (_set(["weights", B16, "num_params"], 59_880_473), "num_params 59880473 but mixer_b16_zoo"),
     (_set(["weights", B16, "hf_hub_id"], "mixer-zoo/mixer_b16_zoo.other"), "must end in /" + B16),
-    (_set(["weights", B16, "act_layer"], "gelu"), "goog_* tags are Google's JAX weights"),
+    (_set(["weights", B16, "act_layer"], "gelu"), "tags are Google's JAX weights: act_layer must be gelu_tanh"),
     (_set(["weights", "mixer_b16_zoo.goog_in1k", "source", "url"],
           "https://storage.googleapis.com/mixer_models/imagenet1k/Mixer-L_16.npz"), "Mixer-B_16.npz"),
     (_set(["weights", B16, "paper", "arxiv"], "2101.00001"), "has no BibTeX"),

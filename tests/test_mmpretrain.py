@@ -62,9 +62,9 @@ def publish_random_weights(cache: Path, key: str, seed: int = 0) -> dict:
 # ---- registry and backbone -----------------------------------------------------------------------------
 
 def test_backbone_is_registered_and_takes_gelu_flavour_from_the_tag():
-    tagged = MODELS.build(dict(type="MixerZoo", arch="mixer_s32_zoo.goog_gsam_in1k"))
+    tagged = MODELS.build(dict(type="MixerZoo", arch="mixer_s32_zoo.gsam_in1k"))
     assert tagged.act_layer == "gelu_tanh"
-    assert MODELS.build(dict(type="MixerZoo", arch="mixer_s32_zoo.goog_gsam_in1k", act_layer="gelu")).act_layer == "gelu"
+    assert MODELS.build(dict(type="MixerZoo", arch="mixer_s32_zoo.gsam_in1k", act_layer="gelu")).act_layer == "gelu"
     assert MODELS.build(dict(type="MixerZoo", arch=TINY, img_size=32)).act_layer == "gelu"
     names = dict(tagged.named_parameters())
     assert "stem.proj.weight" in names and "blocks.7.mlp_tokens.fc1.weight" in names and "norm.weight" in names
@@ -99,7 +99,7 @@ def test_backbone_matches_timm_forward_intermediates():
 @pytest.mark.parametrize("config, message", [
     (dict(arch="mixer_q16_zoo"), "unknown Mixer architecture 'mixer_q16_zoo'"),
     (dict(arch="mixer_b16_zoo.no_such_tag"), "unknown weights tag 'mixer_b16_zoo.no_such_tag'"),
-    (dict(arch="mixer_s16_zoo.goog_gsam_in1k", pretrained=True, img_size=384), "was trained at 224x224"),
+    (dict(arch="mixer_s16_zoo.gsam_in1k", pretrained=True, img_size=384), "was trained at 224x224"),
     (dict(arch=TINY, img_size=32, out_indices=5), "out_indices 5 is out of range for 2 blocks"),
     (dict(arch=TINY, img_size=32, out_type="cls_token"), "out_type must be one of"),
 ])
@@ -110,7 +110,7 @@ def test_backbone_rejects_bad_arguments(config, message):
 
 # ---- weights by tag ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("key", ["mixer_s32_zoo.goog_gsam_in1k", "mixer_b16_zoo.goog_in21k"])
+@pytest.mark.parametrize("key", ["mixer_s32_zoo.gsam_in1k", "mixer_b16_zoo.goog_in21k"])
 def test_get_model_pretrained_equals_timm_on_the_same_weights(offline_hub, key):
     state_dict = publish_random_weights(offline_hub, key)
     entry = weights_entries()[key]
@@ -145,7 +145,7 @@ def zoo_mm_timm_twin(entry, state_dict):
 
 
 def test_init_cfg_pretrained_loads_the_backbone_only(offline_hub):
-    key = "mixer_s32_zoo.goog_gsam_in1k"
+    key = "mixer_s32_zoo.gsam_in1k"
     state_dict = publish_random_weights(offline_hub, key, seed=3)
     classifier = MODELS.build(dict(
         type="ImageClassifier",
@@ -160,13 +160,13 @@ def test_init_cfg_pretrained_loads_the_backbone_only(offline_hub):
 def test_zoo_scheme_errors_name_the_problem(offline_hub):
     with pytest.raises(ManifestError, match="unknown weights tag 'mixer_b16_zoo.nope'.*weights_manifest.json"):
         load_from_zoo("zoo://mixer_b16_zoo.nope")
-    with pytest.raises(RuntimeError, match="weights of mixer_s16_zoo.goog_gsam_in1k: cannot get model.safetensors "
-                                           "from Hub repo mixer-zoo/mixer_s16_zoo.goog_gsam_in1k"):
-        load_from_zoo("zoo://mixer_s16_zoo.goog_gsam_in1k")  # offline and not in the cache
+    with pytest.raises(RuntimeError, match="weights of mixer_s16_zoo.gsam_in1k: cannot get model.safetensors "
+                                           "from Hub repo mixer-zoo/mixer_s16_zoo.gsam_in1k"):
+        load_from_zoo("zoo://mixer_s16_zoo.gsam_in1k")  # offline and not in the cache
 
 
 def test_zoo_checkpoint_is_in_classifier_layout(offline_hub):
-    key = "mixer_s32_zoo.goog_gsam_in1k"
+    key = "mixer_s32_zoo.gsam_in1k"
     state_dict = publish_random_weights(offline_hub, key)
     checkpoint = load_from_zoo(f"zoo://{key}")
     assert set(checkpoint["state_dict"]) == {("head.fc." + k[5:] if k.startswith("head.") else "backbone." + k)
@@ -177,7 +177,7 @@ def test_zoo_checkpoint_is_in_classifier_layout(offline_hub):
 def test_inferencer_knows_the_tag_and_its_classes(offline_hub, tmp_path):
     import numpy as np
 
-    key = "mixer_s32_zoo.goog_gsam_in1k"
+    key = "mixer_s32_zoo.gsam_in1k"
     publish_random_weights(offline_hub, key)
     inferencer = ImageClassificationInferencer(metafile.mm_model_name(key), pretrained=True)
     image = np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8)
@@ -198,7 +198,7 @@ def test_model_index_params_and_flops_match_the_real_model():
     from mmengine.analysis import get_model_complexity_info
 
     index = {m["Name"]: m for m in metafile.build_model_index()["Models"]}
-    for key in ("mixer_s32_zoo.goog_gsam_in1k", "mixer_b16_zoo.goog_in21k"):
+    for key in ("mixer_s32_zoo.gsam_in1k", "mixer_b16_zoo.goog_in21k"):
         meta = index[metafile.mm_model_name(key)]["Metadata"]
         entry = weights_entries()[key]
         model = timm.create_model(key)
@@ -206,7 +206,7 @@ def test_model_index_params_and_flops_match_the_real_model():
             entry["architecture"], entry["num_classes"])
     model = timm.create_model("mixer_s32_zoo").eval()
     counted = get_model_complexity_info(model, input_shape=(3, 224, 224), show_table=False, show_arch=False)["flops"]
-    flops = index[metafile.mm_model_name("mixer_s32_zoo.goog_gsam_in1k")]["Metadata"]["FLOPs"]
+    flops = index[metafile.mm_model_name("mixer_s32_zoo.gsam_in1k")]["Metadata"]["FLOPs"]
     assert abs(flops - counted) / counted < 0.01  # mmengine counts norms and GELUs too
 
 
@@ -273,7 +273,7 @@ def test_zoo_weights_go_through_the_hub_sha256_check(offline_hub, tmp_path, monk
     from mixer_zoo.hub import WeightsError
     from mixer_zoo.manifest import load_manifest
 
-    key = "mixer_s32_zoo.goog_gsam_in1k"
+    key = "mixer_s32_zoo.gsam_in1k"
     publish_random_weights(offline_hub, key)
     manifest = json.loads(json.dumps(load_manifest()))
     manifest["weights"][key]["converted"]["sha256"] = "0" * 64

@@ -70,6 +70,15 @@ def test_bf16_autocast_matches_timm_in_dtype_and_value():
     torch.testing.assert_close(ours_out.float(), ref_out.float(), rtol=0, atol=2e-2)
 
 
+def test_torch_compile_gives_the_eager_logits():
+    """``mixer-zoo bench --compile``: the oneDNN-fused CPU path is eager-only, compile traces plain ops."""
+    ours = randomize_(Mixer(img_size=32, **{**SMALL, "patch_size": 8}, num_classes=10)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        eager, compiled = ours(x), torch.compile(ours)(x)
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
+
+
 def test_gelu_flavours_differ_and_tanh_is_what_flax_computes():
     x = torch.linspace(-4, 4, 101)
     tanh = Mixer(**SMALL, act_layer="gelu_tanh").blocks[0].approximate

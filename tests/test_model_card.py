@@ -36,5 +36,5 @@ def test_metrics_with_their_source_and_conversion_details_are_rendered():
 
 
 def test_an_entry_without_metrics_says_so():
-    entry = dict(weights_entries()["mixer_s32_zoo.goog_gsam_in1k"], metrics={"reported": {}, "measured": {}})
+    entry = dict(weights_entries()["mixer_s32_zoo.gsam_in1k"], metrics={"reported": {}, "measured": {}})
     assert "No metrics recorded" in render_model_card(entry)
