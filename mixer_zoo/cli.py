@@ -13,7 +13,7 @@ from typing import List, Optional
 SUBCOMMANDS = {
     # name: (module, one-line help)
     "list": ("mixer_zoo.listing", "list the zoo's architectures (and weights tags) with parameter counts"),
-    "demo": ("mixer_zoo.demo", "the offline end-to-end job: every variant built and run on an embedded default"),
+    "demo": ("mixer_zoo.demo", "the offline end-to-end job on an embedded default: convert -> local Hub cache -> pretrained=True -> benchmark"),
     "train": ("mixer_zoo.train", "train / fine-tune from an mmpretrain config with mmengine's Runner (torchrun: --launcher pytorch)"),
     "test": ("mixer_zoo.test", "evaluate a checkpoint (file or zoo://arch.tag) with an mmpretrain config"),
     "convert": ("mixer_zoo.convert", "convert a JAX .npz / .pth / manifest tag to a timm folder (and back)"),
