@@ -46,11 +46,11 @@ MMPRETRAIN_ARCHS = {512: "s", 768: "b", 1024: "l"}
 
 # ---- counts -----------------------------------------------------------------------------------------
 
-def closed_form_macs(arch: str, num_classes: int = 1000) -> int:
-    """Multiply-accumulates of one 224x224 image: the stem, two MLPs per block, the head (no norms)."""
+def closed_form_macs(arch: str, num_classes: int = 1000, img_size: int = 224) -> int:
+    """Multiply-accumulates of one image: the stem, two MLPs per block, the head (no norms)."""
     a = ARCHITECTURES[arch]
     c, p, t, d = a["embed_dim"], a["patch_size"], a["tokens_mlp_dim"], a["channels_mlp_dim"]
-    n = (224 // p) ** 2
+    n = (img_size // p) ** 2
     stem = n * c * 3 * p * p
     block = 2 * c * n * t + 2 * n * c * d
     return stem + a["num_blocks"] * block + c * num_classes

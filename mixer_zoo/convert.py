@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .report import umask_mode
+from .report import atomic_write, umask_mode
 
 CONVERTER_VERSION = f"mixer-zoo-convert {__version__}"
 PathLike = Union[str, Path]
@@ -726,7 +726,7 @@ def export_npz(src: PathLike, out_file: PathLike, force: bool = False) -> Path:
     if out_file.exists() and not force:
         raise ConversionError(f"{out_file}: exists (use --force to overwrite)")
     arrays = timm_to_npz_arrays(load_timm_weights(src), str(src))
-    return _atomic_write(out_file, lambda f: np.savez(f, **arrays))
+    return atomic_write(out_file, lambda f: np.savez(f, **arrays))
 
 
 def export_mmpretrain(src: PathLike, out_file: PathLike, force: bool = False) -> Path:
@@ -738,22 +738,7 @@ def export_mmpretrain(src: PathLike, out_file: PathLike, force: bool = False) ->
     check_timm_state_dict(state_dict, str(src))
     checkpoint = {"state_dict": timm_to_mmpretrain(state_dict, str(src)),
                   "meta": {"converter": CONVERTER_VERSION, "source_file": Path(src).name}}
-    return _atomic_write(out_file, lambda f: torch.save(checkpoint, f))
-
-
-def _atomic_write(path: Path, write: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.chmod(tmp, umask_mode(0o666))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(out_file, lambda f: torch.save(checkpoint, f))
 
 
 # ---- verification ----------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Dict, Iterable, List, Sequence, Union
+from typing import BinaryIO, Callable, Dict, Iterable, List, Sequence, Union
 
 
 def _cell(value: object) -> str:
@@ -39,19 +39,24 @@ def umask_mode(mode: int) -> int:
     return mode & ~mask
 
 
-def atomic_write_text(path: Union[str, Path], text: str) -> None:
-    """Write via a temp file in the same folder, then rename: never a half-written file."""
+def atomic_write(path: Union[str, Path], write: Callable[[BinaryIO], None]) -> Path:
+    """Call ``write(f)`` on a temp file in the same folder, then rename: never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
         os.chmod(tmp, umask_mode(0o666))  # mkstemp makes 0600
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+    return path
+
+
+def atomic_write_text(path: Union[str, Path], text: str) -> Path:
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def write_json(path: Union[str, Path], rows: List[Dict[str, object]]) -> None:

@@ -5,7 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 CLI = Path(sys.executable).with_name("mixer-zoo")
 

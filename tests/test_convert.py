@@ -15,8 +15,8 @@ from safetensors.torch import load_file
 from conftest import randomize_
 from mixer_zoo.cli import main as cli_main
 from mixer_zoo.convert import (
-    CONVERTER_VERSION, ConversionError, convert_npz, convert_state_dict_file, convert_tag, expected_official_shapes,
-    export_mmpretrain, export_npz, infer_architecture, mmpretrain_to_timm, npz_to_timm_state_dict,
+    CONVERTER_VERSION, ConversionError, convert_npz, convert_tag, expected_official_shapes,
+    export_mmpretrain, infer_architecture, mmpretrain_to_timm, npz_to_timm_state_dict,
     timm_to_mmpretrain, timm_to_npz_arrays, verify_against_flax,
 )
 from mixer_zoo.download import cached_path

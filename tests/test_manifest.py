@@ -8,7 +8,7 @@ import torch
 
 from mixer_zoo.cli import main
 from mixer_zoo.manifest import (MANIFEST_PATH, ManifestError, check_manifest, entry_for_hub_id, get_entry,
-                                load_manifest, validate_manifest, weights_entries)
+                                validate_manifest, weights_entries)
 
 PACKAGED = json.loads(MANIFEST_PATH.read_text())
 B16 = "mixer_b16_zoo.goog_in21k_ft_in1k"

@@ -168,7 +168,7 @@ def test_drop_path_and_dropout_are_active_in_training_only():
 
 @pytest.mark.parametrize("img_size", [100, 225])
 def test_img_size_not_divisible_by_patch_is_a_clear_error(img_size):
-    with pytest.raises(ValueError, match=f"not divisible by patch_size 16"):
+    with pytest.raises(ValueError, match="not divisible by patch_size 16"):
         timm.create_model("mixer_b16_zoo", img_size=img_size)
 
 

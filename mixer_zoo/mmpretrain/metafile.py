@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional
 import yaml
 
 from .. import __version__
+from ..benchmark import closed_form_macs  # mmpretrain metafiles call MACs "FLOPs"
 from ..listing import param_count
 from ..manifest import weights_entries
 from ..report import atomic_write_text
@@ -48,14 +49,6 @@ def model_names() -> Dict[str, str]:
     return {mm_model_name(key): key for key in weights_entries()}
 
 
-def macs_count(arch: str, num_classes: int = 1000, img_size: int = 224) -> int:
-    """Multiply-accumulates per image (mmpretrain's metafiles call these FLOPs): stem, MLPs, head."""
-    a = ARCHITECTURES[arch]
-    c, p, t, d = a["embed_dim"], a["patch_size"], a["tokens_mlp_dim"], a["channels_mlp_dim"]
-    n = (img_size // p) ** 2
-    return n * c * 3 * p * p + a["num_blocks"] * (2 * c * n * t + 2 * n * c * d) + c * num_classes
-
-
 def _results(entry: Dict[str, Any]) -> Optional[List[Dict[str, Any]]]:
     """ImageNet top-1/top-5 from the manifest: our measured figures first, else the published ones."""
     metrics = entry.get("metrics") or {}
@@ -82,7 +75,7 @@ def model_entry(key: str, entry: Dict[str, Any]) -> Dict[str, Any]:
         "Config": f"eval/{mm_model_name(key)}.py",
         "Weights": f"{SCHEME}{key}" if entry.get("hf_hub_id") else None,  # None: nothing published
         "Metadata": {
-            "FLOPs": macs_count(arch, entry["num_classes"], entry["input_size"][-1]),
+            "FLOPs": closed_form_macs(arch, entry["num_classes"], entry["input_size"][-1]),
             "Parameters": param_count(arch, entry["num_classes"]),
             "Training Data": DATASET_NAMES.get(entry["label_set"], entry["label_set"]),
             "Weights Tag": key,
