@@ -241,28 +241,35 @@ def timm_to_npz_arrays(state_dict: Mapping[str, Any], source: str = "<state dict
 
 # ---- mmpretrain --------------------------------------------------------------------------------------------
 
-_MMPRETRAIN_TO_TIMM = [
-    (r"backbone\.patch_embed\.projection\.(weight|bias)", r"stem.proj.\1"),
-    (r"backbone\.layers\.(\d+)\.ln1\.(weight|bias)", r"blocks.\1.norm1.\2"),
-    (r"backbone\.layers\.(\d+)\.ln2\.(weight|bias)", r"blocks.\1.norm2.\2"),
-    (r"backbone\.layers\.(\d+)\.token_mix\.layers\.0\.0\.(weight|bias)", r"blocks.\1.mlp_tokens.fc1.\2"),
-    (r"backbone\.layers\.(\d+)\.token_mix\.layers\.1\.(weight|bias)", r"blocks.\1.mlp_tokens.fc2.\2"),
-    (r"backbone\.layers\.(\d+)\.channel_mix\.layers\.0\.0\.(weight|bias)", r"blocks.\1.mlp_channels.fc1.\2"),
-    (r"backbone\.layers\.(\d+)\.channel_mix\.layers\.1\.(weight|bias)", r"blocks.\1.mlp_channels.fc2.\2"),
-    (r"backbone\.ln1\.(weight|bias)", r"norm.\1"),
-    (r"head\.fc\.(weight|bias)", r"head.\1"),
+# (timm key, mmpretrain key) templates: {i} is a block index, {p} weight or bias.
+_TIMM_MMPRETRAIN_KEYS = [
+    ("stem.proj.{p}", "backbone.patch_embed.projection.{p}"),
+    ("blocks.{i}.norm1.{p}", "backbone.layers.{i}.ln1.{p}"),
+    ("blocks.{i}.norm2.{p}", "backbone.layers.{i}.ln2.{p}"),
+    ("blocks.{i}.mlp_tokens.fc1.{p}", "backbone.layers.{i}.token_mix.layers.0.0.{p}"),
+    ("blocks.{i}.mlp_tokens.fc2.{p}", "backbone.layers.{i}.token_mix.layers.1.{p}"),
+    ("blocks.{i}.mlp_channels.fc1.{p}", "backbone.layers.{i}.channel_mix.layers.0.0.{p}"),
+    ("blocks.{i}.mlp_channels.fc2.{p}", "backbone.layers.{i}.channel_mix.layers.1.{p}"),
+    ("norm.{p}", "backbone.ln1.{p}"),
+    ("head.{p}", "head.fc.{p}"),
 ]
-_TIMM_TO_MMPRETRAIN = [
-    (r"stem\.proj\.(weight|bias)", r"backbone.patch_embed.projection.\1"),
-    (r"blocks\.(\d+)\.norm1\.(weight|bias)", r"backbone.layers.\1.ln1.\2"),
-    (r"blocks\.(\d+)\.norm2\.(weight|bias)", r"backbone.layers.\1.ln2.\2"),
-    (r"blocks\.(\d+)\.mlp_tokens\.fc1\.(weight|bias)", r"backbone.layers.\1.token_mix.layers.0.0.\2"),
-    (r"blocks\.(\d+)\.mlp_tokens\.fc2\.(weight|bias)", r"backbone.layers.\1.token_mix.layers.1.\2"),
-    (r"blocks\.(\d+)\.mlp_channels\.fc1\.(weight|bias)", r"backbone.layers.\1.channel_mix.layers.0.0.\2"),
-    (r"blocks\.(\d+)\.mlp_channels\.fc2\.(weight|bias)", r"backbone.layers.\1.channel_mix.layers.1.\2"),
-    (r"norm\.(weight|bias)", r"backbone.ln1.\1"),
-    (r"head\.(weight|bias)", r"head.fc.\1"),
-]
+
+
+def _rename_rule(src: str, dst: str) -> Tuple[str, str]:
+    """A key template pair -> (regex over ``src`` keys, replacement producing ``dst`` keys)."""
+    groups: List[str] = []
+
+    def capture(m: "re.Match[str]") -> str:
+        groups.append(m.group(1))
+        return r"(\d+)" if m.group(1) == "i" else "(weight|bias)"
+
+    pattern = re.sub(r"\\\{([ip])\\\}", capture, re.escape(src))
+    replacement = re.sub(r"\{([ip])\}", lambda m: f"\\{groups.index(m.group(1)) + 1}", dst)
+    return pattern, replacement
+
+
+_MMPRETRAIN_TO_TIMM = [_rename_rule(mm, timm) for timm, mm in _TIMM_MMPRETRAIN_KEYS]
+_TIMM_TO_MMPRETRAIN = [_rename_rule(timm, mm) for timm, mm in _TIMM_MMPRETRAIN_KEYS]
 
 
 def _rename(state_dict: Mapping[str, Any], rules: List[Tuple[str, str]], source: str, layout: str) -> Dict[str, Any]:
