@@ -18,6 +18,10 @@ env_cfg = dict(
     dist_cfg=dict(backend='nccl'),
 )
 
+# mmengine's default validation and test loops (the dataloaders and evaluators come with the dataset).
+val_cfg = dict()
+test_cfg = dict()
+
 vis_backends = [dict(type='LocalVisBackend')]
 visualizer = dict(type='UniversalVisualizer', vis_backends=vis_backends)
 log_level = 'INFO'

@@ -5,6 +5,7 @@
 # timm's magnitude 9, mixup 0.5, stochastic depth 0.1, no dropout) -- check them against that table.
 _base_ = [
     '../_base_/models/mixer_zoo.py',
+    '../_base_/datasets/imagenet_eval.py',
     '../_base_/schedules/paper_adam_bs4096.py',
     '../_base_/default_runtime.py',
 ]
@@ -26,24 +27,12 @@ train_pipeline = [
          magnitude_std=0.5, hparams=dict(pad_val=[128, 128, 128], interpolation='bicubic')),
     dict(type='PackInputs'),
 ]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='ResizeEdge', scale=256, edge='short', interpolation='bicubic'),
-    dict(type='CenterCrop', crop_size=224),
-    dict(type='PackInputs'),
-]
 train_dataloader = dict(
     batch_size=128,
     num_workers=8,
     dataset=dict(type=dataset_type, data_root='data/imagenet', split='train', pipeline=train_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=True),
 )
-val_dataloader = dict(
-    batch_size=128,
-    num_workers=8,
-    dataset=dict(type=dataset_type, data_root='data/imagenet', split='val', pipeline=test_pipeline),
-    sampler=dict(type='DefaultSampler', shuffle=False),
-)
-val_evaluator = dict(type='Accuracy', topk=(1, 5))
+# Validation as in ../_base_/datasets/imagenet_eval.py, in the training run's batches.
+val_dataloader = dict(batch_size=128, num_workers=8)
 test_dataloader = val_dataloader
-test_evaluator = val_evaluator

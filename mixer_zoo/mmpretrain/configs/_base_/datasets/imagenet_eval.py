@@ -15,5 +15,3 @@ val_dataloader = dict(
 val_evaluator = dict(type='Accuracy', topk=(1, 5))
 test_dataloader = val_dataloader
 test_evaluator = val_evaluator
-val_cfg = dict()
-test_cfg = dict()

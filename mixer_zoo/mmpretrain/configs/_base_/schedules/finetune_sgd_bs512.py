@@ -15,8 +15,6 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', eta_min=0.0, by_epoch=False, begin=500, end=10_000),
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=10_000, val_interval=1_000)
-val_cfg = dict()
-test_cfg = dict()
 # The lr above is for a total batch of 512; `--auto-scale-lr` rescales it linearly for another total.
 auto_scale_lr = dict(base_batch_size=512, enable=False)
 

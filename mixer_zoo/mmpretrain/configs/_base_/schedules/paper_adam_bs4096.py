@@ -16,8 +16,6 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=1.0, end_factor=0.0, by_epoch=False, begin=10_000, end=93_900),
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=93_900, val_interval=3_130)
-val_cfg = dict()
-test_cfg = dict()
 auto_scale_lr = dict(base_batch_size=4096, enable=False)
 
 log_processor = dict(by_epoch=False)
