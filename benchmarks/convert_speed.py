@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from mixer_zoo.benchmark import cpu_model_name
-from mixer_zoo.convert import sha256_file
+from mixer_zoo.download import sha256_of
 from mixer_zoo.jax_reference import make_official_npz
 from mixer_zoo.report import format_table, write_json
 
@@ -71,7 +71,7 @@ def main() -> int:
             copies.append(time.perf_counter() - start)
             (tmp / "copy.npz").unlink()
             start = time.perf_counter()
-            sha256_file(src)  # the converter must hash the source for the metadata: a floor for its time
+            sha256_of(src)  # the converter must hash the source for the metadata: a floor for its time
             hashes.append(time.perf_counter() - start)
             conversions.append(convert_in_child(src, tmp / "out"))
             shutil.rmtree(tmp / "out")

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from . import __version__
+from .download import sha256_of
 from .report import atomic_write, umask_mode
 
 CONVERTER_VERSION = f"mixer-zoo-convert {__version__}"
@@ -414,12 +415,6 @@ def load_timm_weights(path: PathLike) -> Dict[str, torch.Tensor]:
     return state_dict
 
 
-def sha256_file(path: PathLike) -> str:
-    from .download import sha256_of
-
-    return sha256_of(path)
-
-
 # ---- writing the output folder -------------------------------------------------------------------------------
 
 def _check_output(out_dir: Path, force: bool) -> None:
@@ -508,7 +503,7 @@ def stream_npz_to_safetensors(src: PathLike, members: List[NpzMember], num_block
     with contextlib.ExitStack() as stack:
         pool = stack.enter_context(ThreadPoolExecutor(1))
         hasher = _FileHasher(pool) if source_sha256 is None and stored else None
-        whole_file = pool.submit(sha256_file, src) if source_sha256 is None and not stored else None
+        whole_file = pool.submit(sha256_of, src) if source_sha256 is None and not stored else None
         raw = stack.enter_context(open(src, "rb"))
         out = stack.enter_context(open(dst, "wb"))
         bar = stack.enter_context(tqdm(total=total, unit="B", unit_scale=True, desc=f"converting {src.name}",
@@ -696,7 +691,7 @@ def convert_state_dict_file(src: PathLike, out_dir: PathLike, arch: Optional[str
     arch = _resolve_arch(dims, arch, str(src))
     # mmpretrain's MlpMixer uses the exact GELU; timm's releases of Google's weights come with their tag.
     act_layer = act_layer or (entry["act_layer"] if entry else "gelu")
-    metadata = _metadata(src, source_sha256 or sha256_file(src), "mmpretrain" if mmpretrain else "timm")
+    metadata = _metadata(src, source_sha256 or sha256_of(src), "mmpretrain" if mmpretrain else "timm")
     return write_converted_folder(state_dict, out_dir, arch, int(state_dict["head.weight"].shape[0]), act_layer,
                                   pretrained_cfg_for(arch, entry) if entry else {}, metadata, entry=entry, force=force)
 
@@ -711,20 +706,20 @@ def convert_tag(tag: str, out_dir: PathLike, verify: bool = False, force: bool =
     source = entry.get("source") or {}
     if not source.get("url"):
         raise ConversionError(f"weights tag {tag!r} has no source to convert (manifest entry without a URL)")
+    if source.get("format") not in ("jax_npz", "timm_pth"):
+        raise ConversionError(f"weights tag {tag!r}: unknown source format {source.get('format')!r}")
+    if verify and source["format"] != "jax_npz":
+        raise ConversionError(f"{tag}: --verify compares against the JAX model and needs a jax_npz source")
     _check_output(Path(out_dir), force)
     known = source.get("sha256")
     known = known if known and known != "unverified" else None
     path = download(source["url"], sha256=known, cache_dir=cache_dir, progress=progress)
-    sha = known or sha256_file(path)
-    if source.get("format") == "jax_npz":
+    # Without a known sha256 each converter hashes the file itself (the npz one while streaming it).
+    if source["format"] == "jax_npz":
         return convert_npz(path, out_dir, arch=entry["architecture"], verify=verify, force=force,
-                           act_layer=entry["act_layer"], entry=entry, source_sha256=sha, progress=progress)
-    if source.get("format") == "timm_pth":
-        if verify:
-            raise ConversionError(f"{tag}: --verify compares against the JAX model and needs a jax_npz source")
-        return convert_state_dict_file(path, out_dir, arch=entry["architecture"], force=force,
-                                       act_layer=entry["act_layer"], entry=entry, source_sha256=sha)
-    raise ConversionError(f"weights tag {tag!r}: unknown source format {source.get('format')!r}")
+                           act_layer=entry["act_layer"], entry=entry, source_sha256=known, progress=progress)
+    return convert_state_dict_file(path, out_dir, arch=entry["architecture"], force=force,
+                                   act_layer=entry["act_layer"], entry=entry, source_sha256=known)
 
 
 def export_npz(src: PathLike, out_file: PathLike, force: bool = False) -> Path:
