@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -21,6 +20,7 @@ import yaml
 
 from .. import __version__
 from ..benchmark import closed_form_macs  # mmpretrain metafiles call MACs "FLOPs"
+from ..download import cache_dir
 from ..listing import param_count
 from ..manifest import weights_entries
 from ..report import atomic_write_text
@@ -112,10 +112,9 @@ def model_index_yaml() -> str:
 
 
 def _index_dir() -> Path:
-    """Where the generated model-index is written (mmpretrain's ModelHub reads it from a file)."""
-    root = os.environ.get("MIXER_ZOO_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "mixer_zoo")
-    return Path(root) / "mmpretrain"
+    """Where the generated model-index is written (mmpretrain's ModelHub reads it from a file): beside the
+    downloads, in the package's one cache folder."""
+    return cache_dir() / "mmpretrain"
 
 
 def write_model_index(directory: Optional[Path] = None) -> Path:
