@@ -371,12 +371,14 @@ def convert_all(out_dir: PathLike, tags: Optional[Iterable[str]] = None, publish
             if not entry.get("source"):
                 raise WeightsError("no source in the manifest (nothing released)")
             want = entry["converted"]["sha256"]
-            if not force and _folder_is_complete(folder) and (not want or sha256_of(folder / WEIGHTS_FILE) == want):
+            current = sha256_of(folder / WEIGHTS_FILE) if not force and _folder_is_complete(folder) else None
+            if current and (not want or current == want):
                 row["converted"] = "up to date"
             else:
                 convert_tag(key, folder, verify=verify, force=True, cache_dir=cache_dir, progress=False)
                 row["converted"] = "converted"
-            row["sha256"] = sha256_of(folder / WEIGHTS_FILE)
+                current = sha256_of(folder / WEIGHTS_FILE)
+            row["sha256"] = current
             row["bytes"] = (folder / WEIGHTS_FILE).stat().st_size
             if want and row["sha256"] != want:
                 raise WeightsError(f"{folder / WEIGHTS_FILE}: sha256 {row['sha256']} differs from the manifest's {want}")
