@@ -36,8 +36,8 @@ def manifest_path(path: Optional[PathLike] = None) -> Path:
     return Path(path or os.environ.get(MANIFEST_ENV) or MANIFEST_PATH)
 
 
-@functools.lru_cache(maxsize=None)
-def _load_cached(path: str) -> Dict[str, Any]:
+def _read_json(path: str) -> Any:
+    """The manifest file parsed, or a one-line :class:`ManifestError` naming it."""
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
@@ -45,6 +45,9 @@ def _load_cached(path: str) -> Dict[str, Any]:
         raise ManifestError(f"{path}: weights manifest not found") from None
     except json.JSONDecodeError as e:
         raise ManifestError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+
+
+_load_cached = functools.lru_cache(maxsize=None)(_read_json)
 
 
 def load_manifest(path: Optional[PathLike] = None) -> Dict[str, Any]:
@@ -93,12 +96,7 @@ def validate_manifest(path: Optional[PathLike] = None) -> Dict[str, Any]:
     except ImportError:
         raise ManifestError("validating the manifest needs jsonschema: pip install jsonschema") from None
     target = manifest_path(path)
-    try:
-        manifest = json.loads(target.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ManifestError(f"{target}: weights manifest not found") from None
-    except json.JSONDecodeError as e:
-        raise ManifestError(f"{target}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    manifest = _read_json(str(target))  # from disk, not the lookup cache: the file may have just changed
     schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(manifest), key=lambda e: (list(e.absolute_path), e.message))
