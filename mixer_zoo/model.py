@@ -122,7 +122,8 @@ class MixerBlock(nn.Module):
 
         y = self.norm2(x).view(n * b, c)
         if _FUSED_CPU and y.device.type == "cpu" and y.dtype == torch.float32 and not torch.compiler.is_compiling():
-            # oneDNN (eager only: torch.compile fuses the plain ops below itself and cannot trace this op) applies the bias and GELU in the GEMM's epilogue, and the residual in the second's.
+            # oneDNN applies the bias and GELU in the GEMM's epilogue, and the residual in the second's.
+            # Eager only: torch.compile cannot trace this op, and fuses the plain ops below itself.
             h = torch.ops.mkldnn._linear_pointwise(y, chn.fc1.weight, chn.fc1.bias, "gelu", [], self.approximate)
             out = torch.ops.mkldnn._linear_pointwise.binary(h, x.view(n * b, c), chn.fc2.weight, chn.fc2.bias, "add")
             return out.view(n, b, c)
