@@ -29,7 +29,7 @@ import torch
 
 from . import __version__
 from .download import sha256_of
-from .report import atomic_write, umask_mode
+from .report import atomic_write, first_line, umask_mode
 
 CONVERTER_VERSION = f"mixer-zoo-convert {__version__}"
 PathLike = Union[str, Path]
@@ -385,8 +385,7 @@ def load_torch_state_dict(path: PathLike) -> Dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for bad or unsafe pickles
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConversionError(f"{path}: not a loadable weights-only PyTorch checkpoint: {first_line}") from None
+        raise ConversionError(f"{path}: not a loadable weights-only PyTorch checkpoint: {first_line(e)}") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

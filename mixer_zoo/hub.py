@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Union
 
 from .download import sha256_of
 from .manifest import ManifestError, entry_for_hub_id, manifest_path, weights_entries
+from .report import error_summary, first_line
 
 PathLike = Union[str, Path]
 
@@ -101,11 +102,6 @@ def _download_errors() -> tuple:
     return EntryNotFoundError, HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def build_pretrained(build: Callable[..., Any], name: str, cfg: Mapping[str, Any],
                      cache_dir: Optional[PathLike] = None) -> Any:
     """Run timm's builder with the sha256 check; a Hub failure becomes one line naming tag, repo and remedy."""
@@ -114,7 +110,7 @@ def build_pretrained(build: Callable[..., Any], name: str, cfg: Mapping[str, Any
     except _download_errors() as e:
         repo = _weights_source(cfg) or "-"
         raise WeightsError(
-            f"{name}: cannot get {WEIGHTS_FILE} from hf-hub repo {repo} ({type(e).__name__}: {_first_line(e)}); "
+            f"{name}: cannot get {WEIGHTS_FILE} from hf-hub repo {repo} ({error_summary(e)}); "
             f"go online (unset HF_HUB_OFFLINE) so timm can download it, publish it with `mixer-zoo publish DIR "
             f"--repo-id {repo}`, or load a local file with pretrained_cfg_overlay=dict(file=PATH)") from None
 
@@ -152,7 +148,7 @@ def _check_weights(path: Path, config: Mapping[str, Any]) -> None:
         with safe_open(str(path), framework="pt") as f:
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error types for a bad header
-        raise PublishError(f"{path}: not a readable safetensors file: {_first_line(e)}") from None
+        raise PublishError(f"{path}: not a readable safetensors file: {first_line(e)}") from None
     with torch.device("meta"):
         model = timm.create_model(config["architecture"], num_classes=config["num_classes"],
                                   **(config.get("model_args") or {}))
@@ -178,7 +174,7 @@ def _check_card(path: Path) -> Dict[str, Any]:
     try:
         data = ModelCard(text, ignore_metadata_errors=False).data.to_dict()
     except Exception as e:
-        raise PublishError(f"{path}: invalid YAML metadata: {_first_line(e)}") from None
+        raise PublishError(f"{path}: invalid YAML metadata: {first_line(e)}") from None
     for key in CARD_REQUIRED_METADATA:
         if not data.get(key):
             raise PublishError(f"{path}: YAML metadata lacks {key!r}")
@@ -195,7 +191,7 @@ def publish_plan(folder: PathLike, repo_id: str, manifest: Optional[PathLike] = 
     try:
         validate_repo_id(repo_id)
     except HFValidationError as e:
-        raise PublishError(f"--repo-id {repo_id!r}: {_first_line(e)}") from None
+        raise PublishError(f"--repo-id {repo_id!r}: {first_line(e)}") from None
     if "/" not in repo_id:
         raise PublishError(f"--repo-id {repo_id!r}: must be ORG/NAME (NAME: architecture.tag)")
     if not folder.is_dir():
@@ -266,7 +262,7 @@ def publish_folder(folder: PathLike, repo_id: str, dry_run: bool = False, token:
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
         info = api.create_commit(repo_id, ops, commit_message=commit_message or f"mixer-zoo: publish {Path(folder).name}")
     except (OSError, ValueError, RuntimeError) as e:  # HfHubHTTPError and OfflineModeIsEnabled are OSErrors
-        raise PublishError(f"{repo_id}: upload failed: {_scrub(type(e).__name__ + ': ' + _first_line(e), token)}") from None
+        raise PublishError(f"{repo_id}: upload failed: {_scrub(error_summary(e), token)}") from None
     result["commit_url"] = info.commit_url
     return result
 
@@ -394,7 +390,7 @@ def convert_all(out_dir: PathLike, tags: Optional[Iterable[str]] = None, publish
                     publish_folder(folder, repo_id, token=token, manifest=manifest)
                     row["published"] = f"uploaded: {repo_id}"
         except Exception as e:  # one tag's failure is reported in its row; the run goes on
-            row["error"] = _scrub(_first_line(e), token)
+            row["error"] = _scrub(first_line(e), token)
     if update_manifest and updates:
         record_converted(updates, manifest)
     return rows

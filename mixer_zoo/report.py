@@ -9,6 +9,18 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Dict, Iterable, List, Sequence, Union
 
 
+def first_line(error: BaseException) -> str:
+    """An exception's message cut to its first line (its type name when it has none): errors stay one line."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def error_summary(error: BaseException) -> str:
+    """``Type: first line`` of an exception, for messages that wrap another library's error."""
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
 def _cell(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"

@@ -13,7 +13,9 @@ import pickle
 from pathlib import Path
 from typing import Any, Optional
 
+from ..report import error_summary
 from .metafile import CONFIG_DIR
+
 
 def resolve_config(name: str) -> Path:
     """A config file path, a path under the shipped configs, or an mmpretrain model name of the zoo."""
@@ -37,8 +39,7 @@ def load_config(args: argparse.Namespace, default_work_dir_prefix: str = "work_d
     try:
         cfg = Config.fromfile(str(path))
     except Exception as e:  # syntax errors, bad _base_ paths, type clashes with a base: one line naming the file
-        message = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise RuntimeError(f"{path}: cannot read config: {type(e).__name__}: {message}") from e
+        raise RuntimeError(f"{path}: cannot read config: {error_summary(e)}") from e
     if args.cfg_options:
         bad = [kv for kv in args.cfg_options if "=" not in kv]
         if bad:

@@ -16,6 +16,7 @@ from mmengine.runner import CheckpointLoader
 from safetensors.torch import load_file
 
 from ..manifest import ManifestError, get_entry, manifest_path
+from ..report import error_summary
 
 SCHEME = "zoo://"
 
@@ -38,9 +39,8 @@ def hub_weights_file(name: str) -> Path:
     try:
         path = hf_hub_download(repo_id=repo, filename=WEIGHTS_FILE)
     except Exception as e:  # offline and not cached, no such repo, network: one line naming tag and repo
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise WeightsError(f"weights of {key}: cannot get {WEIGHTS_FILE} from Hub repo {repo} "
-                           f"({type(e).__name__}: {first}); go online or fill the Hugging Face cache") from None
+                           f"({error_summary(e)}); go online or fill the Hugging Face cache") from None
     verify_cached_weights(repo, key)
     return Path(path)
 
