@@ -96,8 +96,8 @@ def allow_mmengine_checkpoints() -> None:
 
 
 def build_runner(cfg: Any) -> Any:
-    """mmengine's Runner (mmpretrain's own ``Runner`` type if the config names one)."""
-    import mixer_zoo.mmpretrain  # noqa: F401  (registries, zoo:// and the model-index, whatever the config imports)
+    """mmengine's Runner (mmpretrain's own ``Runner`` type if the config names one); importing this module
+    has already registered the zoo (it lives in ``mixer_zoo.mmpretrain``)."""
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
 
