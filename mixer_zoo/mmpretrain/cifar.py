@@ -17,6 +17,8 @@ from mmpretrain.datasets.base_dataset import BaseDataset
 from mmpretrain.datasets.categories import CIFAR10_CATEGORIES
 from mmpretrain.registry import DATASETS
 
+from ..report import atomic_write
+
 BASE_FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILES = ("test_batch",)
@@ -112,9 +114,7 @@ def write_cifar10(root: Union[str, Path], train: tuple, test: tuple,
         data = np.ascontiguousarray(np.asarray(images, dtype=np.uint8).transpose(0, 3, 1, 2)).reshape(len(images), -1)
         batch = {"batch_label": name, "labels": [int(v) for v in labels], "data": data,
                  "filenames": [f"{name}_{i:05d}.png" for i in range(len(images))]}
-        tmp = folder / f".{name}.tmp"
-        tmp.write_bytes(pickle.dumps(batch, protocol=2))
-        tmp.replace(folder / name)
+        atomic_write(folder / name, lambda f: pickle.dump(batch, f, protocol=2))
 
     images, labels = train
     for i, part in enumerate(np.array_split(np.arange(len(images)), len(TRAIN_FILES))):
@@ -122,7 +122,7 @@ def write_cifar10(root: Union[str, Path], train: tuple, test: tuple,
     dump(TEST_FILES[0], *test)
     meta = {"num_cases_per_batch": len(images) // len(TRAIN_FILES), "label_names": list(label_names),
             "num_vis": IMAGE_BYTES}
-    (folder / META_FILE).write_bytes(pickle.dumps(meta, protocol=2))
+    atomic_write(folder / META_FILE, lambda f: pickle.dump(meta, f, protocol=2))
     return folder
 
 
