@@ -6,13 +6,13 @@ jax/flax are the optional ``[jax]`` extra, so they are imported inside functions
 from __future__ import annotations
 
 import functools
-import os
-import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Dict, Mapping, Union
 
 import numpy as np
+
+from .report import atomic_write
 
 DimsLike = Union[str, Mapping[str, int]]
 DIM_KEYS = ("patch_size", "num_blocks", "embed_dim", "tokens_mlp_dim", "channels_mlp_dim")
@@ -167,19 +167,8 @@ def make_official_npz(path: Union[str, Path], arch_or_dims: DimsLike = "mixer_s3
     """Write a random checkpoint in the exact layout of Google's released ``Mixer-*.npz`` files."""
     path = Path(path)
     params = random_official_params(arch_or_dims, num_classes, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the result should not be
-    try:
-        with os.fdopen(fd, "wb") as f:  # a file object: np.savez would append ".npz" to a str path
-            np.savez(f, **params)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    # np.savez gets a file object, so it does not append ".npz" to the name
+    atomic_write(path, lambda f: np.savez(f, **params))
     return path
 
 
