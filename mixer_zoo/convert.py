@@ -285,6 +285,11 @@ def _rename(state_dict: Mapping[str, Any], rules: List[Tuple[str, str]], source:
     return out
 
 
+def is_mmpretrain_layout(state_dict: Mapping[str, Any]) -> bool:
+    """mmpretrain ``MlpMixer`` keys (a classifier's ``backbone.*`` or a bare backbone's ``patch_embed.*``)."""
+    return any(k.startswith(("backbone.", "patch_embed.")) for k in state_dict)
+
+
 def mmpretrain_to_timm(state_dict: Mapping[str, Any], source: str = "<state dict>") -> Dict[str, torch.Tensor]:
     """An mmpretrain ``ImageClassifier`` (``MlpMixer`` backbone, ``LinearClsHead``) state dict -> timm layout.
     A bare backbone state dict (no ``backbone.`` prefix) is accepted too; then it has no head."""
@@ -409,7 +414,7 @@ def load_timm_weights(path: PathLike) -> Dict[str, torch.Tensor]:
         except Exception as e:
             raise ConversionError(f"{path}: not a readable safetensors file: {e}") from None
     state_dict = load_torch_state_dict(path)
-    if any(k.startswith(("backbone.", "patch_embed.")) for k in state_dict):
+    if is_mmpretrain_layout(state_dict):
         return mmpretrain_to_timm(state_dict, str(path))
     return state_dict
 
@@ -607,14 +612,16 @@ def _metadata(src: PathLike, sha256: Optional[str], layout: str) -> Dict[str, st
     return meta
 
 
-def write_converted_folder(state_dict: Mapping[str, torch.Tensor], out_dir: PathLike, arch: str, num_classes: int,
-                           act_layer: str, pretrained_cfg: Mapping[str, Any], metadata: Mapping[str, str],
-                           entry: Optional[Mapping[str, Any]] = None, force: bool = False) -> Path:
-    """Write ``model.safetensors`` + ``config.json`` + ``README.md`` for a timm-layout state dict, atomically."""
+def write_converted_folder(state_dict: Mapping[str, torch.Tensor], dims: Mapping[str, int], out_dir: PathLike,
+                           arch: str, num_classes: int, act_layer: str, pretrained_cfg: Mapping[str, Any],
+                           metadata: Mapping[str, str], entry: Optional[Mapping[str, Any]] = None,
+                           force: bool = False) -> Path:
+    """Write ``model.safetensors`` + ``config.json`` + ``README.md`` for a timm-layout state dict, atomically.
+
+    ``dims`` is what :func:`check_timm_state_dict` returned for it: the caller has validated it already."""
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
-    dims = check_timm_state_dict(state_dict, str(metadata.get("source_file", "<state dict>")))
     entry = entry or local_entry(arch, num_classes, act_layer, metadata.get("source_file", "state_dict"))
     pretrained_cfg = pretrained_cfg or pretrained_cfg_for(arch, entry)
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state_dict.items()}
@@ -684,14 +691,14 @@ def convert_state_dict_file(src: PathLike, out_dir: PathLike, arch: Optional[str
     src = Path(src)
     _check_output(Path(out_dir), force)
     raw = load_torch_state_dict(src)
-    mmpretrain = any(k.startswith(("backbone.", "patch_embed.")) for k in raw)
+    mmpretrain = is_mmpretrain_layout(raw)
     state_dict = mmpretrain_to_timm(raw, str(src)) if mmpretrain else raw
     dims = check_timm_state_dict(state_dict, str(src))
     arch = _resolve_arch(dims, arch, str(src))
     # mmpretrain's MlpMixer uses the exact GELU; timm's releases of Google's weights come with their tag.
     act_layer = act_layer or (entry["act_layer"] if entry else "gelu")
     metadata = _metadata(src, source_sha256 or sha256_of(src), "mmpretrain" if mmpretrain else "timm")
-    return write_converted_folder(state_dict, out_dir, arch, int(state_dict["head.weight"].shape[0]), act_layer,
+    return write_converted_folder(state_dict, dims, out_dir, arch, int(state_dict["head.weight"].shape[0]), act_layer,
                                   pretrained_cfg_for(arch, entry) if entry else {}, metadata, entry=entry, force=force)
 
 
