@@ -58,7 +58,6 @@ def place_generated_checkpoint(tag: str, downloads: Path, seed: int = 0) -> Path
 
     entry = get_entry(tag)
     path = cached_path(entry["source"]["url"], downloads)
-    path.parent.mkdir(parents=True, exist_ok=True)
     make_official_npz(path, entry["architecture"], num_classes=entry["num_classes"], seed=seed)
     return path
 
@@ -71,9 +70,11 @@ def offline_hub(manifest: Path) -> Iterator[None]:
     constant is switched too."""
     from huggingface_hub import constants
 
-    saved_env = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "MIXER_ZOO_MANIFEST")}
+    from .manifest import MANIFEST_ENV
+
+    saved_env = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", MANIFEST_ENV)}
     saved_offline = constants.HF_HUB_OFFLINE
-    os.environ.update(HF_HUB_OFFLINE="1", MIXER_ZOO_MANIFEST=str(manifest))
+    os.environ.update({"HF_HUB_OFFLINE": "1", MANIFEST_ENV: str(manifest)})
     constants.HF_HUB_OFFLINE = True
     try:
         yield
@@ -92,8 +93,8 @@ def load_pretrained_offline(tag: str, folder: Path, work: Path) -> Dict[str, Any
     import timm
     from safetensors.torch import load_file
 
-    from .hub import WEIGHTS_FILE, install_in_cache, record_converted
     from .download import sha256_of
+    from .hub import WEIGHTS_FILE, install_in_cache, record_converted
     from .manifest import get_entry, manifest_path
 
     manifest = work / "weights_manifest.json"
@@ -112,8 +113,8 @@ def load_pretrained_offline(tag: str, folder: Path, work: Path) -> Dict[str, Any
         model = timm.create_model(tag, pretrained=True, cache_dir=hf_cache).eval()
     with torch.inference_mode():
         want, got = reference(x), model(x)
-    return dict(tag=tag, hub_repo=repo_id, snapshot=f"{snapshot.relative_to(work).parent}/{snapshot.name[:12]}", gelu=model.act_layer,
-                checked_sha256=sha256[:16] + "...", max_abs_diff=float((got - want).abs().max()),
+    return dict(tag=tag, hub_repo=repo_id, snapshot=f"{snapshot.relative_to(work).parent}/{snapshot.name[:12]}",
+                gelu=model.act_layer, checked_sha256=sha256[:16] + "...", max_abs_diff=float((got - want).abs().max()),
                 top1_agreement=float((got.argmax(1) == want.argmax(1)).float().mean()))
 
 
