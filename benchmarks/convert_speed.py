@@ -20,15 +20,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from mixer_zoo.benchmark import cpu_model_name
-from mixer_zoo.download import sha256_of
-from mixer_zoo.jax_reference import make_official_npz
-from mixer_zoo.report import format_table, write_json
+from mixer_zoo.util.hardware import cpu_model_name
+from mixer_zoo.weights.download import sha256_of
+from mixer_zoo.reference.flax_mixer import make_official_npz
+from mixer_zoo.util.report import format_table, write_json
 
 # Runs in a child: imports first (their memory is reported apart), then the timed conversion.
 CHILD = """
 import json, sys, time
-from mixer_zoo.convert import convert_npz
+from mixer_zoo.tools.convert import convert_npz
 
 def peak_rss():
     # VmHWM of this process; ru_maxrss would carry the parent's peak across fork+exec on Linux

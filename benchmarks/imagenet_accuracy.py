@@ -10,10 +10,10 @@ import argparse
 import os
 from pathlib import Path
 
-from mixer_zoo.benchmark import plot_results
-from mixer_zoo.evaluate import evaluate
-from mixer_zoo.manifest import weights_entries
-from mixer_zoo.report import format_table, write_csv, write_json
+from mixer_zoo.tools.evaluate import evaluate
+from mixer_zoo.tools.plots import plot_results
+from mixer_zoo.weights.manifest import weights_entries
+from mixer_zoo.util.report import format_table, write_csv, write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

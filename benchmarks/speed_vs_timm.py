@@ -8,8 +8,9 @@ Writes ``<name>.csv``, ``<name>.json`` and ``<name>.png``; every row names the h
 import argparse
 from pathlib import Path
 
-from mixer_zoo.benchmark import DTYPES, benchmark_models, parse_model_list, plot_results, summary_table
-from mixer_zoo.report import write_csv, write_json
+from mixer_zoo.tools.bench import DTYPES, benchmark_models, parse_model_list, summary_table
+from mixer_zoo.tools.plots import plot_results
+from mixer_zoo.util.report import write_csv, write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -4,7 +4,7 @@ README.md).
 
     python converters/jax_to_torch.py SRC --out DIR [--arch ARCH] [--verify] [--force]
 
-The work is done by ``mixer_zoo.convert``; this is ``mixer-zoo convert`` under its own name.
+The work is done by ``mixer_zoo.tools.convert``; this is ``mixer-zoo convert`` under its own name.
 """
 import sys
 

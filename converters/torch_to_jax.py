@@ -3,7 +3,7 @@
 
     python converters/torch_to_jax.py SRC --out FILE.npz [--force]
 
-The work is done by ``mixer_zoo.convert``; this is ``mixer-zoo convert --to npz`` under its own name.
+The work is done by ``mixer_zoo.tools.convert``; this is ``mixer-zoo convert --to npz`` under its own name.
 """
 import sys
 

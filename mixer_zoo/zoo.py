@@ -1,7 +1,7 @@
-"""The paper's Mixer variants, registered with timm's own registry and builder.
+"""Layer 3, the zoo registry: the paper's Mixer variants registered with timm's own registry and builder.
 
-Architectures are code (their hyper-parameters, Table 1 of the paper plus GSAM's S/8); the weights
-released for them are data, read from ``weights_manifest.json`` into timm pretrained cfgs.
+Architectures are code (:mod:`mixer_zoo.model.architectures`); the weights released for them are data,
+read from ``weights_manifest.json`` into timm pretrained cfgs.
 """
 from __future__ import annotations
 
@@ -11,25 +11,9 @@ from typing import Any, Dict
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._builder import resolve_pretrained_cfg
 
-from .manifest import weights_entries
-from .model import Mixer
-
-ARCHITECTURES: Dict[str, Dict[str, int]] = {
-    "mixer_s8_zoo": dict(patch_size=8, num_blocks=8, embed_dim=512, tokens_mlp_dim=256, channels_mlp_dim=2048),
-    "mixer_s16_zoo": dict(patch_size=16, num_blocks=8, embed_dim=512, tokens_mlp_dim=256, channels_mlp_dim=2048),
-    "mixer_s32_zoo": dict(patch_size=32, num_blocks=8, embed_dim=512, tokens_mlp_dim=256, channels_mlp_dim=2048),
-    "mixer_b16_zoo": dict(patch_size=16, num_blocks=12, embed_dim=768, tokens_mlp_dim=384, channels_mlp_dim=3072),
-    "mixer_b32_zoo": dict(patch_size=32, num_blocks=12, embed_dim=768, tokens_mlp_dim=384, channels_mlp_dim=3072),
-    "mixer_l16_zoo": dict(patch_size=16, num_blocks=24, embed_dim=1024, tokens_mlp_dim=512, channels_mlp_dim=4096),
-    "mixer_l32_zoo": dict(patch_size=32, num_blocks=24, embed_dim=1024, tokens_mlp_dim=512, channels_mlp_dim=4096),
-    "mixer_h14_zoo": dict(patch_size=14, num_blocks=32, embed_dim=1280, tokens_mlp_dim=640, channels_mlp_dim=5120),
-}
-
-TIMM_EQUIVALENTS = {
-    "mixer_s16_zoo": "mixer_s16_224", "mixer_s32_zoo": "mixer_s32_224", "mixer_b16_zoo": "mixer_b16_224",
-    "mixer_b32_zoo": "mixer_b32_224", "mixer_l16_zoo": "mixer_l16_224", "mixer_l32_zoo": "mixer_l32_224",
-}
-"""timm's own ``MlpMixer`` entry points for the same architectures (timm has no S/8 or H/14)."""
+from .model import ARCHITECTURES, TIMM_EQUIVALENTS, Mixer  # noqa: F401  (the zoo's names, re-exported)
+from .weights.hub_cache import build_pretrained
+from .weights.manifest import weights_entries
 
 
 def pretrained_cfg_from_entry(entry: Dict[str, Any]) -> Dict[str, Any]:
@@ -77,8 +61,6 @@ def _create_mixer(variant: str, pretrained: bool = False, **kwargs: Any) -> Mixe
     )
     if not pretrained:
         return build()
-    from .hub import build_pretrained
-
     return build_pretrained(build, f"{variant}.{cfg.tag}", cfg.to_dict(), kwargs.get("cache_dir"))
 
 

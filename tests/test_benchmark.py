@@ -1,4 +1,4 @@
-"""mixer_zoo.benchmark: counts equal the closed form, a tiny run fills every field, outputs are written."""
+"""mixer_zoo.tools.bench: counts equal the closed form, a tiny run fills every field, outputs are written."""
 import csv
 import json
 import shutil
@@ -7,13 +7,13 @@ import pytest
 import timm
 import torch
 
-from mixer_zoo.benchmark import (
-    PeakMemory, benchmark_models, build_contenders, closed_form_macs, counted_macs, time_interleaved,
-    update_measured_metrics,
-)
+from mixer_zoo.model.architectures import closed_form_macs
+from mixer_zoo.tools.bench import benchmark_models, build_contenders, counted_macs, time_interleaved
+from mixer_zoo.util.hardware import PeakMemory
+from mixer_zoo.weights.manifest import update_measured_metrics
 from mixer_zoo.cli import main
-from mixer_zoo.listing import param_count
-from mixer_zoo.manifest import MANIFEST_ENV, MANIFEST_PATH, ManifestError, validate_manifest, weights_entries
+from mixer_zoo.model.architectures import param_count
+from mixer_zoo.weights.manifest import MANIFEST_ENV, MANIFEST_PATH, ManifestError, validate_manifest, weights_entries
 from mixer_zoo.zoo import ARCHITECTURES, TIMM_EQUIVALENTS
 
 TIMM_CSV_COLUMNS = ("model", "param_count", "infer_samples_per_sec", "infer_step_time", "infer_batch_size",

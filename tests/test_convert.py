@@ -14,14 +14,13 @@ from safetensors.torch import load_file
 
 from conftest import randomize_
 from mixer_zoo.cli import main as cli_main
-from mixer_zoo.convert import (
-    CONVERTER_VERSION, ConversionError, convert_npz, convert_tag, expected_official_shapes,
-    export_mmpretrain, infer_architecture, mmpretrain_to_timm, npz_to_timm_state_dict,
-    timm_to_mmpretrain, timm_to_npz_arrays, verify_against_flax,
-)
-from mixer_zoo.download import cached_path
-from mixer_zoo.jax_reference import load_official_npz, make_official_npz
-from mixer_zoo.manifest import get_entry
+from mixer_zoo.formats.keys import ConversionError, expected_official_shapes, infer_architecture
+from mixer_zoo.formats.mmpretrain_layout import mmpretrain_to_timm, timm_to_mmpretrain
+from mixer_zoo.formats.npz import npz_to_timm_state_dict, timm_to_npz_arrays
+from mixer_zoo.tools.convert import convert_npz, convert_tag, CONVERTER_VERSION, export_mmpretrain, verify_against_flax
+from mixer_zoo.weights.download import cached_path
+from mixer_zoo.reference.flax_mixer import load_official_npz, make_official_npz
+from mixer_zoo.weights.manifest import get_entry
 from mixer_zoo.zoo import ARCHITECTURES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,7 +140,7 @@ def test_in_memory_round_trip_is_bit_exact(s32_npz):
 
 def test_torch_to_jax_script_exports_a_model_the_flax_reference_runs(s32_npz, s32_folder, tmp_path):
     pytest.importorskip("flax")
-    from mixer_zoo.jax_reference import flax_logits
+    from mixer_zoo.reference.flax_mixer import flax_logits
 
     out = tmp_path / "exported.npz"
     result = subprocess.run([sys.executable, str(REPO / "converters" / "torch_to_jax.py"), str(s32_folder),

@@ -5,7 +5,7 @@ import huggingface_hub.constants
 from safetensors.torch import load_file
 
 from mixer_zoo.cli import main
-from mixer_zoo.demo import DEMO_TAG, run_pipeline
+from mixer_zoo.tools.demo import DEMO_TAG, run_pipeline
 
 
 def test_pipeline_converts_loads_offline_and_benchmarks(tmp_path):

@@ -6,7 +6,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from mixer_zoo.download import cached_path, download
+from mixer_zoo.weights.download import cached_path, download
 
 PAYLOAD = os.urandom(3 * (1 << 20) + 12345)
 SHA = hashlib.sha256(PAYLOAD).hexdigest()

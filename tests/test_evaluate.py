@@ -1,4 +1,4 @@
-"""mixer_zoo.evaluate: exact top-1/top-5 on generated images whose answer is known by construction.
+"""mixer_zoo.tools.evaluate: exact top-1/top-5 on generated images whose answer is known by construction.
 
 The model is built so that its logits rank the classes by the image's colour: the stem copies the
 normalised colour ``n`` into channels 0-2 and ``-n`` into 3-5 (so LayerNorm only rescales it), every block
@@ -21,10 +21,8 @@ from safetensors.torch import save_file
 from timm.data import ImageNetInfo
 
 from mixer_zoo.cli import main
-from mixer_zoo.evaluate import (
-    ValidationSetError, data_config_for, evaluate, evaluate_model, validation_samples,
-)
-from mixer_zoo.manifest import MANIFEST_ENV, MANIFEST_PATH, get_entry, validate_manifest
+from mixer_zoo.tools.evaluate import data_config_for, evaluate, evaluate_model, validation_samples, ValidationSetError
+from mixer_zoo.weights.manifest import get_entry, MANIFEST_ENV, MANIFEST_PATH, validate_manifest
 
 TAG = "mixer_s32_zoo.gsam_in1k"
 WNIDS = ImageNetInfo("imagenet-1k").label_names()

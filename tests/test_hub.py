@@ -17,12 +17,13 @@ import timm
 import torch
 from safetensors.torch import load_file
 
-from mixer_zoo import hub
+from mixer_zoo.tools import publish as hub
 from mixer_zoo.cli import main
-from mixer_zoo.convert import convert_tag
-from mixer_zoo.download import cached_path, sha256_of
-from mixer_zoo.jax_reference import make_official_npz
-from mixer_zoo.manifest import MANIFEST_PATH, check_manifest, get_entry, load_manifest
+from mixer_zoo.tools.convert import convert_tag
+from mixer_zoo.weights.download import cached_path, sha256_of
+from mixer_zoo.reference.flax_mixer import make_official_npz
+from mixer_zoo.tools.manifest_check import check_manifest
+from mixer_zoo.weights.manifest import get_entry, load_manifest, MANIFEST_PATH
 
 TAG = "mixer_s32_zoo.gsam_in1k"
 REPO = get_entry(TAG)["hf_hub_id"]

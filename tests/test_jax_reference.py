@@ -7,9 +7,7 @@ import pytest
 
 pytest.importorskip("flax")
 
-from mixer_zoo.jax_reference import (  # noqa: E402
-    flax_logits, load_official_npz, make_official_npz, random_official_params, resolve_dims,
-)
+from mixer_zoo.reference.flax_mixer import flax_logits, load_official_npz, make_official_npz, random_official_params, resolve_dims  # noqa: E402
 
 TINY = dict(patch_size=4, num_blocks=2, embed_dim=8, tokens_mlp_dim=6, channels_mlp_dim=12, img_size=8)
 
@@ -98,6 +96,6 @@ def test_architecture_names_resolve_to_the_zoo_dims():
 
 
 def test_importing_the_module_does_not_import_jax():
-    code = "import sys, mixer_zoo.jax_reference; print('jax' in sys.modules, 'flax' in sys.modules)"
+    code = "import sys, mixer_zoo.reference.flax_mixer; print('jax' in sys.modules, 'flax' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]

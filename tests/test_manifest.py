@@ -7,8 +7,8 @@ import timm
 import torch
 
 from mixer_zoo.cli import main
-from mixer_zoo.manifest import (MANIFEST_PATH, ManifestError, check_manifest, entry_for_hub_id, get_entry,
-                                validate_manifest, weights_entries)
+from mixer_zoo.tools.manifest_check import check_manifest
+from mixer_zoo.weights.manifest import entry_for_hub_id, get_entry, MANIFEST_PATH, ManifestError, validate_manifest, weights_entries
 
 PACKAGED = json.loads(MANIFEST_PATH.read_text())
 B16 = "mixer_b16_zoo.goog_in21k_ft_in1k"

@@ -17,8 +17,8 @@ from mmpretrain.registry import MODELS, TRANSFORMS  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 import mixer_zoo.mmpretrain as zoo_mm  # noqa: E402
-from mixer_zoo.listing import param_count  # noqa: E402
-from mixer_zoo.manifest import ManifestError, weights_entries  # noqa: E402
+from mixer_zoo.model.architectures import param_count  # noqa: E402
+from mixer_zoo.weights.manifest import ManifestError, weights_entries  # noqa: E402
 from mixer_zoo.mmpretrain import metafile  # noqa: E402
 from mixer_zoo.mmpretrain.weights import load_from_zoo  # noqa: E402
 from conftest import randomize_  # noqa: E402
@@ -270,8 +270,8 @@ def test_package_data_covers_the_configs():
 def test_zoo_weights_go_through_the_hub_sha256_check(offline_hub, tmp_path, monkeypatch):
     import json
 
-    from mixer_zoo.hub import WeightsError
-    from mixer_zoo.manifest import load_manifest
+    from mixer_zoo.weights.hub_cache import WeightsError
+    from mixer_zoo.weights.manifest import load_manifest
 
     key = "mixer_s32_zoo.gsam_in1k"
     publish_random_weights(offline_hub, key)

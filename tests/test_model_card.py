@@ -2,8 +2,8 @@
 import pytest
 from huggingface_hub import ModelCard
 
-from mixer_zoo.manifest import load_manifest, weights_entries
-from mixer_zoo.model_card import render_model_card
+from mixer_zoo.weights.manifest import load_manifest, weights_entries
+from mixer_zoo.weights.model_card import render_model_card
 
 CONVERTED = [name for name, e in weights_entries().items() if e.get("source")]
 

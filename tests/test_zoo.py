@@ -4,8 +4,8 @@ import timm
 import torch
 
 from mixer_zoo import ARCHITECTURES
-from mixer_zoo.listing import param_count
-from mixer_zoo.manifest import weights_entries
+from mixer_zoo.model.architectures import param_count
+from mixer_zoo.weights.manifest import weights_entries
 
 PAPER_PARAMS = {
     "mixer_s32_zoo": 19_104_624, "mixer_s16_zoo": 18_528_264, "mixer_s8_zoo": 20_646_504,

@@ -14,9 +14,8 @@ from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.registry import MODELS
 from torch.utils.checkpoint import checkpoint
 
-from ..manifest import get_entry, weights_entries
-from ..model import Mixer
-from ..zoo import ARCHITECTURES
+from ..model import ARCHITECTURES, Mixer
+from ..weights.manifest import get_entry, weights_entries
 
 ARCH_KEYS = ("patch_size", "num_blocks", "embed_dim", "tokens_mlp_dim", "channels_mlp_dim")
 

@@ -17,7 +17,7 @@ from mmpretrain.datasets.base_dataset import BaseDataset
 from mmpretrain.datasets.categories import CIFAR10_CATEGORIES
 from mmpretrain.registry import DATASETS
 
-from ..report import atomic_write
+from ..util.report import atomic_write
 
 BASE_FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))

@@ -13,7 +13,7 @@ import pickle
 from pathlib import Path
 from typing import Any, Optional
 
-from ..report import error_summary
+from ..util.report import error_summary
 from .metafile import CONFIG_DIR
 
 

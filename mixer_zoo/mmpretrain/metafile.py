@@ -18,13 +18,11 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
-from .. import __version__
-from ..benchmark import closed_form_macs  # mmpretrain metafiles call MACs "FLOPs"
-from ..download import cache_dir
-from ..listing import param_count
-from ..manifest import weights_entries
-from ..report import atomic_write_text
-from ..zoo import ARCHITECTURES
+from .._version import __version__
+from ..model.architectures import ARCHITECTURES, closed_form_macs, param_count  # metafiles call MACs "FLOPs"
+from ..util.report import atomic_write_text
+from ..weights.download import cache_dir
+from ..weights.manifest import weights_entries
 from .weights import SCHEME
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"

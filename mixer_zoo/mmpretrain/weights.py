@@ -15,8 +15,9 @@ import torch
 from mmengine.runner import CheckpointLoader
 from safetensors.torch import load_file
 
-from ..manifest import ManifestError, get_entry, manifest_path
-from ..report import error_summary
+from ..util.report import error_summary
+from ..weights.hub_cache import WEIGHTS_FILE, WeightsError, verify_cached_weights
+from ..weights.manifest import ManifestError, get_entry, manifest_path
 
 SCHEME = "zoo://"
 
@@ -25,11 +26,9 @@ def hub_weights_file(name: str) -> Path:
     """Local path of the tag's ``model.safetensors``, from the huggingface_hub cache (downloaded if allowed).
 
     The resolution timm's ``pretrained=True`` uses for a tag (its ``hf_hub_id`` through huggingface_hub's
-    cache, offline mode honoured), then ``mixer_zoo.hub``'s sha256 check against the manifest.
+    cache, offline mode honoured), then ``mixer_zoo.weights.hub_cache``'s sha256 check against the manifest.
     """
     from huggingface_hub import hf_hub_download
-
-    from ..hub import WEIGHTS_FILE, WeightsError, verify_cached_weights
 
     entry = get_entry(name)
     key = f"{entry['architecture']}.{entry['tag']}"

@@ -10,20 +10,25 @@
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib.util
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 import torch
 
-from .report import format_table
-from .zoo import ARCHITECTURES
+from ..model.architectures import ARCHITECTURES
+from ..reference.flax_mixer import make_official_npz
+from ..util.report import format_table
+from ..weights.download import cached_path, sha256_of
+from ..weights.hub_cache import WEIGHTS_FILE
+from ..weights.manifest import MANIFEST_ENV, get_entry, manifest_path, record_converted
+from .bench import benchmark_models, summary_table
+from .convert import convert_tag
+from .publish import install_in_cache
 
 DEMO_TAG = "mixer_s32_zoo.gsam_in1k"
 """A released tag whose source is an official npz, small enough to convert and verify in seconds."""
@@ -52,10 +57,6 @@ def forward_every_variant(batch_size: int = 1, seed: int = 0) -> List[Dict[str, 
 
 def place_generated_checkpoint(tag: str, downloads: Path, seed: int = 0) -> Path:
     """Write a random checkpoint in the official npz layout where the download cache keeps ``tag``'s source."""
-    from .download import cached_path
-    from .jax_reference import make_official_npz
-    from .manifest import get_entry
-
     entry = get_entry(tag)
     path = cached_path(entry["source"]["url"], downloads)
     make_official_npz(path, entry["architecture"], num_classes=entry["num_classes"], seed=seed)
@@ -69,8 +70,6 @@ def offline_hub(manifest: Path) -> Iterator[None]:
     huggingface_hub reads ``HF_HUB_OFFLINE`` when it is imported (timm imports it first), so the
     constant is switched too."""
     from huggingface_hub import constants
-
-    from .manifest import MANIFEST_ENV
 
     saved_env = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", MANIFEST_ENV)}
     saved_offline = constants.HF_HUB_OFFLINE
@@ -92,10 +91,6 @@ def load_pretrained_offline(tag: str, folder: Path, work: Path) -> Dict[str, Any
     load ``pretrained=True`` offline; returns how its logits compare with the folder's weights."""
     import timm
     from safetensors.torch import load_file
-
-    from .download import sha256_of
-    from .hub import WEIGHTS_FILE, install_in_cache, record_converted
-    from .manifest import get_entry, manifest_path
 
     manifest = work / "weights_manifest.json"
     shutil.copyfile(manifest_path(), manifest)
@@ -121,8 +116,6 @@ def load_pretrained_offline(tag: str, folder: Path, work: Path) -> Dict[str, Any
 def run_pipeline(work: Path, tag: str = DEMO_TAG, bench_models: Optional[List[str]] = None, batch_size: int = 16,
                  repeats: int = 3, variants: bool = True) -> Dict[str, Any]:
     """Every step of the demo in ``work``; returns each step's rows (and raises on the first failure)."""
-    from .benchmark import benchmark_models, summary_table
-    from .convert import convert_tag
 
     results: Dict[str, Any] = {}
     step = 0
@@ -162,31 +155,3 @@ def run_pipeline(work: Path, tag: str = DEMO_TAG, bench_models: Optional[List[st
                                                 repeats=repeats, train=False)
         print(summary_table(results["benchmark"]))
     return results
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--work-dir", help="keep every file the demo writes here (default: a temporary folder)")
-    parser.add_argument("--tag", default=DEMO_TAG, help=f"the weights tag to convert and load (default {DEMO_TAG})")
-    parser.add_argument("--bench-models", default="mixer_s32_zoo,mixer_b16_zoo",
-                        help="architectures for the ours-vs-timm table, comma-separated ('' for none)")
-    parser.add_argument("--batch-size", type=int, default=16, help="benchmark batch size (default 16)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed benchmark repeats (median reported)")
-    parser.add_argument("--skip-variants", action="store_true", help="skip the forward pass of every architecture")
-
-
-def run(args: argparse.Namespace) -> int:
-    from .benchmark import parse_model_list
-
-    models = parse_model_list(args.bench_models) if args.bench_models.strip() else []
-    print("mixer-zoo demo: convert -> local Hub cache -> pretrained=True -> benchmark, offline on CPU")
-    with contextlib.ExitStack() as stack:
-        if args.work_dir:
-            work = Path(args.work_dir)
-            work.mkdir(parents=True, exist_ok=True)
-            if any(work.iterdir()):
-                raise ValueError(f"{work}: --work-dir must be empty or new (the demo does not overwrite files)")
-        else:
-            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mixer-zoo-demo-")))
-        run_pipeline(work.resolve(), args.tag, models, args.batch_size, args.repeats, not args.skip_variants)
-    print("\ndemo finished: every step passed")
-    return 0

@@ -12,7 +12,9 @@ from typing import Any, Dict, Mapping, Union
 
 import numpy as np
 
-from .report import atomic_write
+from ..formats.keys import infer_dims
+from ..model.architectures import ARCHITECTURES
+from ..util.report import atomic_write
 
 DimsLike = Union[str, Mapping[str, int]]
 DIM_KEYS = ("patch_size", "num_blocks", "embed_dim", "tokens_mlp_dim", "channels_mlp_dim")
@@ -30,8 +32,6 @@ def require_jax() -> None:
 def resolve_dims(arch_or_dims: DimsLike) -> Dict[str, int]:
     """An architecture name of the zoo, or a dict of its hyper-parameters (plus optional ``img_size``)."""
     if isinstance(arch_or_dims, str):
-        from .zoo import ARCHITECTURES
-
         if arch_or_dims not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {arch_or_dims!r}; known: {', '.join(ARCHITECTURES)}")
         dims = dict(ARCHITECTURES[arch_or_dims])
@@ -180,8 +180,6 @@ def load_official_npz(path: Union[str, Path]) -> Dict[str, np.ndarray]:
 def flax_logits(params: Mapping[str, np.ndarray], images_nhwc: np.ndarray) -> np.ndarray:
     """Run the official model on flat official-layout params; the architecture is read from their shapes."""
     import jax
-
-    from .convert import infer_dims
 
     dims = infer_dims({k: tuple(v.shape) for k, v in params.items()})
     num_classes = params["head/bias"].shape[0] if "head/bias" in params else 0

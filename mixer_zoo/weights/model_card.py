@@ -4,6 +4,9 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, List, Mapping, Optional
 
+from ..model.architectures import ARCHITECTURES, param_count
+from .manifest import load_manifest
+
 TAGS = ("image-classification", "timm", "mlp-mixer")
 MIXER_ARXIV = "2105.01601"
 
@@ -56,8 +59,6 @@ def _metric_rows(metrics: Mapping[str, Any]) -> List[Dict[str, str]]:
 
 
 def _citations(entry: Mapping[str, Any]) -> List[str]:
-    from .manifest import load_manifest
-
     known = load_manifest().get("citations", {})
     ids = [MIXER_ARXIV] + [a for a in [(entry.get("paper") or {}).get("arxiv")] if a and a != MIXER_ARXIV]
     return [known[a] for a in ids if a in known]
@@ -66,9 +67,6 @@ def _citations(entry: Mapping[str, Any]) -> List[str]:
 def render_model_card(entry: Mapping[str, Any], extra: Optional[Mapping[str, Any]] = None) -> str:
     """Markdown with YAML front matter for one weights entry; ``extra`` adds rows to a Conversion section
     (source file, its sha256, converter version, ...)."""
-    from .listing import param_count
-    from .zoo import ARCHITECTURES
-
     arch, tag = entry["architecture"], entry.get("tag", "")
     name = f"{arch}.{tag}" if tag else arch
     source = entry.get("source") or {}

@@ -7,14 +7,9 @@ speed-up is the median of the per-repeat ratios, so drift that hits both sides o
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
-import ctypes
 import datetime
 import gc
-import json
-import os
-import platform
 import statistics
 import time
 from dataclasses import dataclass
@@ -26,10 +21,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .convert import timm_to_mmpretrain
-from .manifest import ManifestError, _load_cached, manifest_path, weights_entries
-from .report import atomic_write_text, format_table, write_csv, write_json
-from .zoo import ARCHITECTURES, TIMM_EQUIVALENTS
+from ..formats.mmpretrain_layout import timm_to_mmpretrain
+from ..model.architectures import ARCHITECTURES, TIMM_EQUIVALENTS
+from ..util.hardware import PeakMemory, hardware_name, matmul_peak_flops, resolve_device, sync
+from ..util.report import format_table
+from ..weights.manifest import weights_entries
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -46,15 +42,6 @@ MMPRETRAIN_ARCHS = {512: "s", 768: "b", 1024: "l"}
 
 # ---- counts -----------------------------------------------------------------------------------------
 
-def closed_form_macs(arch: str, num_classes: int = 1000, img_size: int = 224) -> int:
-    """Multiply-accumulates of one image: the stem, two MLPs per block, the head (no norms)."""
-    a = ARCHITECTURES[arch]
-    c, p, t, d = a["embed_dim"], a["patch_size"], a["tokens_mlp_dim"], a["channels_mlp_dim"]
-    n = (img_size // p) ** 2
-    stem = n * c * 3 * p * p
-    block = 2 * c * n * t + 2 * n * c * d
-    return stem + a["num_blocks"] * block + c * num_classes
-
 
 def counted_macs(model_name: str, batch_size: int = 1, **kwargs: Any) -> int:
     """MACs per image counted by PyTorch's FLOP counter on a meta-device copy (nothing is computed)."""
@@ -68,107 +55,6 @@ def counted_macs(model_name: str, batch_size: int = 1, **kwargs: Any) -> int:
         model(x)
     total = counter.get_total_flops()
     return total // (2 * batch_size)
-
-
-# ---- hardware and memory ----------------------------------------------------------------------------
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when there is one, else CPU; asking for CUDA without one is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but torch sees no CUDA device")
-    return dev
-
-
-def cpu_model_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def hardware_name(device: torch.device) -> str:
-    """What the figures were measured on, in words (goes into every result row and the manifest)."""
-    if device.type == "cuda":
-        what = torch.cuda.get_device_name(device)
-    else:
-        what = f"{cpu_model_name()} ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
-    return f"{what}, torch {torch.__version__}"
-
-
-def _read_status_kib(field: str) -> Optional[int]:
-    try:
-        with open("/proc/self/status", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-class PeakMemory:
-    """Peak memory of a piece of work, in bytes above what was in use when it began.
-
-    CUDA: ``max_memory_allocated``. CPU: the process RSS high-water mark, reset through
-    ``/proc/self/clear_refs`` after ``malloc_trim`` hands cached free memory back, so memory that the
-    allocator recycles from earlier work is counted again when it is touched.
-    """
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.extra_bytes: Optional[int] = None
-
-    def __enter__(self) -> "PeakMemory":
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._start = torch.cuda.memory_allocated(self.device)
-            return self
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        try:
-            with open("/proc/self/clear_refs", "w", encoding="utf-8") as f:
-                f.write("5")  # resets VmHWM to the current RSS
-            self._start = _read_status_kib("VmRSS")
-        except OSError:
-            self._start = None
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.extra_bytes = torch.cuda.max_memory_allocated(self.device) - self._start
-        elif self._start is not None:
-            peak = _read_status_kib("VmHWM")
-            self.extra_bytes = None if peak is None else max(0, peak - self._start) * 1024
-
-
-def matmul_peak_flops(device: torch.device, dtype: torch.dtype, repeats: int = 5) -> float:
-    """FLOP/s of a large square matmul: the reference for model FLOP utilisation (MFU)."""
-    n = 8192 if device.type == "cuda" else 2048
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    best = float("inf")
-    for _ in range(repeats + 1):
-        _sync(device)
-        start = time.perf_counter()
-        a @ b
-        _sync(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n ** 3 / best
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # ---- contenders ---------------------------------------------------------------------------------------
@@ -262,10 +148,10 @@ def time_interleaved(steps: Sequence[Callable[[], None]], device: torch.device, 
     order = list(range(len(steps)))
     for r in range(repeats):
         for i in (order if r % 2 == 0 else order[::-1]):
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             steps[i]()
-            _sync(device)
+            sync(device)
             times[i].append(time.perf_counter() - start)
             if progress is not None:
                 progress.update(1)
@@ -404,110 +290,7 @@ def summary_table(rows: Sequence[Dict[str, Any]]) -> str:
     return format_table(rows, columns)
 
 
-# ---- plots and the manifest ------------------------------------------------------------------------
-
-def plot_results(rows: Sequence[Dict[str, Any]], path: str, y: str = "infer_samples_per_sec",
-                 x: str = "infer_gmacs", title: str = "") -> None:
-    """PNG of ``y`` against ``x`` per implementation (atomically written).
-
-    With a single architecture there is no x to spread over, so it draws bars per implementation instead
-    (inference and, when measured, training throughput, each labelled with its ratio to timm).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FormatStrFormatter, FuncFormatter
-
-    impls = list(dict.fromkeys(r.get("impl", "mixer_zoo") for r in rows))
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    if len({r.get("arch", r["model"]) for r in rows}) == 1 and y == "infer_samples_per_sec":
-        _throughput_bars(ax, rows)
-    else:
-        markers = {"mixer_zoo": "o", "timm": "s", "mmpretrain": "^"}
-        for impl in impls:
-            sel = [r for r in rows if r.get("impl", "mixer_zoo") == impl and r.get(x) is not None and r.get(y) is not None]
-            ax.scatter([r[x] for r in sel], [r[y] for r in sel], marker=markers.get(impl, "x"), s=50, label=impl)
-            if impl == "mixer_zoo":  # neighbours' labels sit at two distances up-right, so they never cross
-                offsets = [((10, 8), "left"), ((22, 26), "left")]
-                for i, r in enumerate(sorted(sel, key=lambda r: r[x])):
-                    ratio = f" x{r['speedup_vs_timm']:.2f}" if r.get("speedup_vs_timm") else ""
-                    offset, align = offsets[i % len(offsets)]
-                    ax.annotate(r["model"].replace("_zoo", "") + ratio, (r[x], r[y]), fontsize=8, ha=align,
-                                xytext=offset, textcoords="offset points", va="center",
-                                arrowprops=dict(arrowstyle="-", lw=0.5, color="0.4"))
-        ax.set_xscale("log")
-        if y.endswith("per_sec"):
-            ax.set_yscale("log")
-        for axis in (ax.xaxis, ax.yaxis):  # plain numbers, not 6x10^0
-            axis.set_major_formatter(FormatStrFormatter("%g"))
-            axis.set_minor_formatter(FuncFormatter(_label_2_and_5))
-        ax.set_xlabel(x)
-        ax.set_ylabel(y)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-    ax.set_title(title or f"{y} vs {x}", fontsize=9)
-    fig.tight_layout()
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp.png")
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, target)
-    finally:
-        plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _label_2_and_5(value: float, _pos: Any) -> str:
-    """Minor log-axis labels at 2x and 5x each power of ten only, so they never crowd."""
-    import math
-
-    if value <= 0:
-        return ""
-    return f"{value:g}" if round(value / 10 ** math.floor(math.log10(value))) in (2, 5) else ""
-
-
-def _throughput_bars(ax: Any, rows: Sequence[Dict[str, Any]]) -> None:
-    phases = [p for p in ("infer", "train") if all(r.get(f"{p}_samples_per_sec") for r in rows)]
-    width = 0.8 / len(rows)
-    for i, r in enumerate(rows):
-        values = [r[f"{p}_samples_per_sec"] for p in phases]
-        xs = [j + (i - (len(rows) - 1) / 2) * width for j in range(len(phases))]
-        bars = ax.bar(xs, values, width, label=r["model"])
-        for bar, p in zip(bars, phases):
-            ratio = r.get("speedup_vs_timm" if p == "infer" else "train_speedup_vs_timm")
-            label = f"{bar.get_height():.3g}" + (f"\nx{ratio:.2f} timm" if ratio else "")
-            ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
-                        fontsize=8, xytext=(0, 2), textcoords="offset points")
-    ax.set_xticks(range(len(phases)), [f"{p} (batch {rows[0][p + '_batch_size']})" for p in phases])
-    ax.set_ylabel("samples / s (median)")
-    ax.margins(y=0.2)
-    ax.legend(fontsize=8)
-
-
-def update_measured_metrics(updates: Dict[str, Dict[str, Dict[str, Any]]], path: Optional[Path] = None) -> Path:
-    """Write ``{"arch.tag": {group: values}}`` into each entry's ``metrics.measured[group]``, atomically.
-
-    The file is re-read just before writing (not the cached copy) and keeps its formatting.
-    """
-    target = manifest_path(path).resolve()  # the manifest in effect; write through the package's symlink
-    try:
-        manifest = json.loads(target.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ManifestError(f"{target}: cannot read the weights manifest: {e}") from None
-    weights = manifest.get("weights", {})
-    for key, groups in updates.items():
-        if key not in weights:
-            raise ManifestError(f"{target}: no weights entry {key!r} to record measured metrics in")
-        metrics = weights[key].setdefault("metrics", {})
-        if not isinstance(metrics.get("measured", {}), dict):
-            raise ManifestError(f"{target}: {key}.metrics.measured must be an object")
-        metrics.setdefault("measured", {}).update(groups)
-    atomic_write_text(target, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-    _load_cached.cache_clear()  # later reads in this process see what was written
-    return target
+# ---- the manifest ------------------------------------------------------------------------------------
 
 
 def benchmark_manifest_updates(rows: Sequence[Dict[str, Any]], path: Optional[Path] = None
@@ -524,48 +307,3 @@ def benchmark_manifest_updates(rows: Sequence[Dict[str, Any]], path: Optional[Pa
             if entry["architecture"] == row["arch"]:
                 updates[key] = {"benchmark": {f: row[f] for f in fields if f in row}}
     return updates
-
-
-# ---- CLI ----------------------------------------------------------------------------------------------
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", default="mixer_s32_zoo,mixer_b16_zoo",
-                        help="comma-separated architectures, or 'all' (default: %(default)s)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda[:N]")
-    parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="bf16 runs under autocast")
-    parser.add_argument("--compile", action="store_true", help="torch.compile every implementation")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--train-batch-size", type=int, default=None, help="default: --batch-size")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per implementation")
-    parser.add_argument("--repeats", type=int, default=5, help="timed steps per implementation, alternating")
-    parser.add_argument("--no-train", action="store_true", help="skip the training-step benchmark")
-    parser.add_argument("--no-timm", action="store_true", help="skip timm's own MlpMixer")
-    parser.add_argument("--mmpretrain", action="store_true", help="also time mmpretrain's MlpMixer (S/B/L)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--json", metavar="PATH", help="write every field as JSON")
-    parser.add_argument("--csv", metavar="PATH", help="write every field as CSV (timm's column names)")
-    parser.add_argument("--plot", metavar="PATH", help="PNG of throughput vs GMACs")
-    parser.add_argument("--update-manifest", action="store_true",
-                        help="record our figures in metrics.measured.benchmark of each entry of the architecture")
-
-
-def run(args: argparse.Namespace) -> int:
-    names = parse_model_list(args.models)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    rows = benchmark_models(names, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
-                            warmup=args.warmup, repeats=args.repeats, compile=args.compile, train=not args.no_train,
-                            timm_twin=not args.no_timm, mmpretrain=args.mmpretrain,
-                            train_batch_size=args.train_batch_size)
-    print(f"mixer-zoo bench on {rows[0]['hardware']}: {args.dtype}, batch {args.batch_size}, "
-          f"median of {args.repeats} alternating repeats")
-    print(summary_table(rows))
-    if args.json:
-        write_json(args.json, rows)
-    if args.csv:
-        write_csv(args.csv, rows)
-    if args.plot:
-        plot_results(rows, args.plot, title=f"{rows[0]['hardware']} - {args.dtype}, batch {args.batch_size}")
-    if args.update_manifest:
-        print(f"updated {update_measured_metrics(benchmark_manifest_updates(rows))}")
-    return 0

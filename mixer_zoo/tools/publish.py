@@ -1,125 +1,32 @@
-"""Weights on the Hugging Face Hub: checked ``pretrained=True`` loading, publishing a converted folder, and
-converting + publishing every manifest tag in one run.
-
-timm does the download and the caching (huggingface_hub's cache, offline mode honoured) and loads the file
-with safetensors; this module adds what timm cannot know: the sha256 the manifest records for the file, and
-errors that name the tag, the repo and what to do.
-"""
+"""Publishing converted folders: validation, upload as a timm-compatible Hub repo, a local Hub cache install,
+and ``convert-all`` (convert + publish every manifest tag in one run)."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
 
-from .download import sha256_of
-from .manifest import ManifestError, entry_for_hub_id, manifest_path, weights_entries
-from .report import error_summary, first_line
+from ..model.architectures import ARCHITECTURES
+from ..util.report import atomic_write_text, error_summary, first_line
+from ..weights.download import sha256_of
+from ..weights.hub_cache import CARD_FILE, CONFIG_FILE, NEEDED_TO_LOAD, PUBLISHED_FILES, WEIGHTS_FILE, WeightsError
+from ..weights.manifest import ManifestError, manifest_path, record_converted, weights_entries
+from .convert import convert_tag
 
 PathLike = Union[str, Path]
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-CARD_FILE = "README.md"
-PUBLISHED_FILES = {
-    CONFIG_FILE: "architecture, model_args and pretrained cfg (read first by local-dir: and hf-hub:)",
-    WEIGHTS_FILE: "weights, loaded with safetensors (pretrained=True, local-dir:, hf-hub:)",
-    CARD_FILE: "model card with YAML metadata (the Hub page; timm does not read it)",
-}
-"""Exactly what a published repo holds; ``NEEDED_TO_LOAD`` is what timm opens to build and load the model."""
-NEEDED_TO_LOAD = (CONFIG_FILE, WEIGHTS_FILE)
 CARD_REQUIRED_METADATA = ("library_name", "license", "tags", "datasets")
-
-
-class WeightsError(RuntimeError):
-    """Pretrained weights are missing or are not the ones the manifest describes."""
 
 
 class PublishError(ValueError):
     """A folder cannot be published as it is (or the upload failed)."""
 
 
-# ---- loading: timm's pretrained=True path ------------------------------------------------------------------
-
-def _split_revision(hub_id: str) -> tuple:
-    repo, _, revision = hub_id.partition("@")
-    return repo, revision or None
-
-
-def verify_cached_weights(hub_id: str, name: str, cache_dir: Optional[PathLike] = None,
-                          manifest: Optional[PathLike] = None) -> Optional[str]:
-    """sha256 of the cached ``model.safetensors`` of ``hub_id`` against the manifest's ``converted.sha256``.
-
-    Returns the checked file, or None when the manifest records no sha256 for that repo (nothing to check).
-    """
-    from huggingface_hub import try_to_load_from_cache
-
-    entry = entry_for_hub_id(hub_id, manifest)
-    want = entry and entry["converted"]["sha256"]
-    if not want:
-        return None
-    repo, revision = _split_revision(hub_id)
-    cached = try_to_load_from_cache(repo, WEIGHTS_FILE, cache_dir=cache_dir, revision=revision)
-    if not isinstance(cached, str):
-        raise WeightsError(f"{name}: {WEIGHTS_FILE} of hf-hub repo {repo} is not in the Hugging Face cache after "
-                           f"the download; load it again (online), or pass pretrained_cfg_overlay=dict(file=PATH)")
-    got = sha256_of(cached)
-    if got != want:
-        raise WeightsError(
-            f"{name}: sha256 mismatch for {cached} (hf-hub repo {repo}): got {got}, the manifest "
-            f"{manifest_path(manifest)} expects {want}; the cached file is corrupted or from another release: "
-            f"delete that snapshot (`hf cache delete` or rm the file) and load again online")
-    return cached
-
-
-def _weights_source(cfg: Mapping[str, Any]) -> Optional[str]:
-    """The Hub repo timm loads the weights from for this cfg, or None for a local file / state dict."""
-    if cfg.get("source") == "local-dir" or cfg.get("state_dict") is not None:
-        return None
-    if cfg.get("file") and cfg.get("source") != "hf-hub":
-        return None  # pretrained_cfg_overlay=dict(file=...): the user's own file, nothing in the manifest to match
-    return cfg.get("hf_hub_id") or None
-
-
-def sha256_filter(name: str, cache_dir: Optional[PathLike] = None) -> Callable[[Dict[str, Any], Any], Dict[str, Any]]:
-    """A timm ``pretrained_filter_fn``: it runs right after timm's download, so the file it checks is the
-    one timm just read."""
-    def check(state_dict: Dict[str, Any], model: Any) -> Dict[str, Any]:
-        hub_id = _weights_source(getattr(model, "pretrained_cfg", None) or {})
-        if hub_id:
-            verify_cached_weights(hub_id, name, cache_dir)
-        return state_dict
-
-    return check
-
-
-def _download_errors() -> tuple:
-    from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, OfflineModeIsEnabled,
-                                        RepositoryNotFoundError, RevisionNotFoundError)
-
-    return EntryNotFoundError, HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError
-
-
-def build_pretrained(build: Callable[..., Any], name: str, cfg: Mapping[str, Any],
-                     cache_dir: Optional[PathLike] = None) -> Any:
-    """Run timm's builder with the sha256 check; a Hub failure becomes one line naming tag, repo and remedy."""
-    try:
-        return build(pretrained_filter_fn=sha256_filter(name, cache_dir))
-    except _download_errors() as e:
-        repo = _weights_source(cfg) or "-"
-        raise WeightsError(
-            f"{name}: cannot get {WEIGHTS_FILE} from hf-hub repo {repo} ({error_summary(e)}); "
-            f"go online (unset HF_HUB_OFFLINE) so timm can download it, publish it with `mixer-zoo publish DIR "
-            f"--repo-id {repo}`, or load a local file with pretrained_cfg_overlay=dict(file=PATH)") from None
-
-
 # ---- publishing ------------------------------------------------------------------------------------------------
 
 def _read_config(path: Path) -> Dict[str, Any]:
-    from .zoo import ARCHITECTURES
-
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
@@ -278,8 +185,6 @@ def install_in_cache(folder: PathLike, repo_id: str, cache_dir: Optional[PathLik
 
     from huggingface_hub import constants
 
-    from .report import atomic_write_text
-
     rows = publish_plan(folder, repo_id, manifest)
     revision = hashlib.sha1("".join(r["sha256"] for r in rows).encode()).hexdigest()
     repo_dir = Path(cache_dir or constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
@@ -314,27 +219,6 @@ def _folder_is_complete(folder: Path) -> bool:
     return all((folder / name).is_file() for name in PUBLISHED_FILES)
 
 
-def record_converted(updates: Mapping[str, Mapping[str, Any]], manifest: Optional[PathLike] = None) -> Path:
-    """Write ``{"arch.tag": {"sha256", "size_bytes"}}`` into ``converted`` of each entry, atomically; a
-    recorded sha256 is never overwritten with a different one."""
-    from .manifest import _load_cached
-    from .report import atomic_write_text
-
-    target = manifest_path(manifest).resolve()  # write through the package's symlink
-    data = json.loads(target.read_text(encoding="utf-8"))
-    for key, converted in updates.items():
-        if key not in data["weights"]:
-            raise ManifestError(f"{target}: no weights entry {key!r} to record the converted file in")
-        old = data["weights"][key]["converted"]["sha256"]
-        if old and old != converted["sha256"]:
-            raise ManifestError(f"{target}: {key}.converted.sha256 is {old}, the new conversion gives "
-                                f"{converted['sha256']}; refusing to overwrite a recorded hash")
-        data["weights"][key]["converted"] = dict(sha256=converted["sha256"], size_bytes=converted["size_bytes"])
-    atomic_write_text(target, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    _load_cached.cache_clear()
-    return target
-
-
 def convert_all(out_dir: PathLike, tags: Optional[Iterable[str]] = None, publish: bool = False,
                 org: Optional[str] = None, dry_run: bool = False, force: bool = False, verify: bool = False,
                 cache_dir: Optional[PathLike] = None, token: Optional[str] = None, update_manifest: bool = False,
@@ -346,8 +230,6 @@ def convert_all(out_dir: PathLike, tags: Optional[Iterable[str]] = None, publish
     again. A failing tag is reported in its row and the others go on.
     """
     from tqdm.auto import tqdm
-
-    from .convert import convert_tag
 
     entries = weights_entries(manifest)
     wanted = list(tags) if tags else [k for k, e in entries.items() if e.get("source")]
@@ -394,83 +276,3 @@ def convert_all(out_dir: PathLike, tags: Optional[Iterable[str]] = None, publish
     if update_manifest and updates:
         record_converted(updates, manifest)
     return rows
-
-
-# ---- command line: ``mixer-zoo publish`` and ``mixer-zoo convert-all`` ----------------------------------------
-
-def _configure_publish(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("folder", metavar="DIR", help="a converted folder (mixer-zoo convert)")
-    parser.add_argument("--repo-id", required=True, help="ORG/NAME on the Hub, NAME being architecture.tag")
-    parser.add_argument("--dry-run", action="store_true", help="validate and list what would be uploaded; upload nothing")
-    parser.add_argument("--local-cache", action="store_true",
-                        help="install into the local huggingface_hub cache ($HF_HUB_CACHE) instead of uploading")
-    parser.add_argument("--private", action="store_true", help="create the repo private")
-    parser.add_argument("--message", help="commit message")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-
-
-def _run_publish(args: argparse.Namespace) -> int:
-    from .report import format_table
-
-    if args.local_cache:
-        snapshot = install_in_cache(args.folder, args.repo_id)
-        print(f"installed {', '.join(PUBLISHED_FILES)} as {args.repo_id} in the local Hub cache: {snapshot}")
-        return 0
-    result = publish_folder(args.folder, args.repo_id, dry_run=args.dry_run, private=args.private,
-                            commit_message=args.message)
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return 0
-    print(format_table(result["files"], ["file", "bytes", "sha256", "needed_to_load", "role"]))
-    if args.dry_run:
-        print(f"dry run: {len(result['files'])} files validated for {args.repo_id}; nothing uploaded")
-    else:
-        print(f"uploaded {len(result['files'])} files to {args.repo_id}: {result['commit_url']}")
-    return 0
-
-
-def _configure_convert_all(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="one folder per tag is written under OUT")
-    parser.add_argument("--tags", help="comma-separated arch.tag names (default: every tag with a source)")
-    parser.add_argument("--publish", action="store_true", help="upload each folder to its manifest hf_hub_id")
-    parser.add_argument("--org", help="publish under ORG/arch.tag instead of the manifest's hf_hub_id")
-    parser.add_argument("--dry-run", action="store_true", help="with --publish: validate, upload nothing")
-    parser.add_argument("--force", action="store_true", help="convert again even when up to date")
-    parser.add_argument("--verify", action="store_true", help="compare each JAX conversion with Flax ([jax] extra)")
-    parser.add_argument("--cache-dir", help="download cache for the source files (default: mixer-zoo's)")
-    parser.add_argument("--update-manifest", action="store_true",
-                        help="record converted.sha256/size_bytes of each converted tag in the manifest")
-    parser.add_argument("--json", metavar="PATH", help="write the summary as JSON")
-    parser.add_argument("--csv", metavar="PATH", help="write the summary as CSV")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def _run_convert_all(args: argparse.Namespace) -> int:
-    from .report import format_table, write_csv, write_json
-
-    tags = [t.strip() for t in args.tags.split(",") if t.strip()] if args.tags else None
-    rows = convert_all(args.out, tags, publish=args.publish, org=args.org, dry_run=args.dry_run, force=args.force,
-                       verify=args.verify, cache_dir=args.cache_dir, update_manifest=args.update_manifest,
-                       progress=not args.quiet)
-    table = [dict(r, sha256=r["sha256"][:12]) for r in rows]
-    print(format_table(table, ["tag", "converted", "sha256", "bytes", "published", "error"]))
-    if args.json:
-        write_json(args.json, rows)
-    if args.csv:
-        write_csv(args.csv, rows)
-    failed = [r for r in rows if r["error"]]
-    if failed:
-        raise WeightsError(f"{len(failed)} of {len(rows)} tags failed; first: {failed[0]['tag']}: {failed[0]['error']}")
-    return 0
-
-
-_COMMANDS = {"publish": (_configure_publish, _run_publish), "convert-all": (_configure_convert_all, _run_convert_all)}
-"""This module serves two subcommands of ``mixer-zoo``; argparse names the parser ``mixer-zoo <command>``."""
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    _COMMANDS[parser.prog.split()[-1]][0](parser)
-
-
-def run(args: argparse.Namespace) -> int:
-    return _COMMANDS[args.command][1](args)

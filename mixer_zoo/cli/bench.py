@@ -1,0 +1,56 @@
+"""``mixer-zoo bench``: argument parsing over :mod:`mixer_zoo.tools.bench`."""
+from __future__ import annotations
+
+import argparse
+
+DTYPE_NAMES = ("bf16", "fp32")
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", default="mixer_s32_zoo,mixer_b16_zoo",
+                        help="comma-separated architectures, or 'all' (default: %(default)s)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda[:N]")
+    parser.add_argument("--dtype", default="fp32", choices=DTYPE_NAMES, help="bf16 runs under autocast")
+    parser.add_argument("--compile", action="store_true", help="torch.compile every implementation")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--train-batch-size", type=int, default=None, help="default: --batch-size")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per implementation")
+    parser.add_argument("--repeats", type=int, default=5, help="timed steps per implementation, alternating")
+    parser.add_argument("--no-train", action="store_true", help="skip the training-step benchmark")
+    parser.add_argument("--no-timm", action="store_true", help="skip timm's own MlpMixer")
+    parser.add_argument("--mmpretrain", action="store_true", help="also time mmpretrain's MlpMixer (S/B/L)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--json", metavar="PATH", help="write every field as JSON")
+    parser.add_argument("--csv", metavar="PATH", help="write every field as CSV (timm's column names)")
+    parser.add_argument("--plot", metavar="PATH", help="PNG of throughput vs GMACs")
+    parser.add_argument("--update-manifest", action="store_true",
+                        help="record our figures in metrics.measured.benchmark of each entry of the architecture")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..tools.bench import benchmark_manifest_updates, benchmark_models, parse_model_list, summary_table
+    from ..tools.plots import plot_results
+    from ..util.report import write_csv, write_json
+    from ..weights.manifest import update_measured_metrics
+
+    names = parse_model_list(args.models)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = benchmark_models(names, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+                            warmup=args.warmup, repeats=args.repeats, compile=args.compile, train=not args.no_train,
+                            timm_twin=not args.no_timm, mmpretrain=args.mmpretrain,
+                            train_batch_size=args.train_batch_size)
+    print(f"mixer-zoo bench on {rows[0]['hardware']}: {args.dtype}, batch {args.batch_size}, "
+          f"median of {args.repeats} alternating repeats")
+    print(summary_table(rows))
+    if args.json:
+        write_json(args.json, rows)
+    if args.csv:
+        write_csv(args.csv, rows)
+    if args.plot:
+        plot_results(rows, args.plot, title=f"{rows[0]['hardware']} - {args.dtype}, batch {args.batch_size}")
+    if args.update_manifest:
+        print(f"updated {update_measured_metrics(benchmark_manifest_updates(rows))}")
+    return 0

@@ -1,0 +1,47 @@
+"""``mixer-zoo convert`` (and ``converters/*.py``): argument parsing over :mod:`mixer_zoo.tools.convert`."""
+from __future__ import annotations
+
+import argparse
+import zipfile
+from pathlib import Path
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("src", metavar="SRC", help="a JAX .npz, a .pth (timm or mmpretrain layout), a manifest tag "
+                        "(arch.tag), or with --to npz/mmpretrain a converted folder or .safetensors")
+    parser.add_argument("--out", required=True, help="output folder (or file with --to npz/mmpretrain)")
+    parser.add_argument("--arch", help="architecture (inferred from the shapes when omitted)")
+    parser.add_argument("--to", choices=("timm", "npz", "mmpretrain"), default="timm",
+                        help="timm: a folder timm loads with local-dir: (default); npz: official JAX layout; "
+                        "mmpretrain: an ImageClassifier checkpoint")
+    parser.add_argument("--act-layer", choices=("gelu", "gelu_tanh"),
+                        help="GELU flavour recorded in config.json (default: the tag's, gelu_tanh for JAX npz)")
+    parser.add_argument("--verify", action="store_true", help="compare logits with the Flax reference ([jax] extra)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing output")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..formats.keys import ConversionError
+    from ..tools.convert import convert_npz, convert_state_dict_file, convert_tag, export_mmpretrain, export_npz
+
+    src = Path(args.src)
+    if args.to == "npz":
+        print(f"wrote {export_npz(src, args.out, force=args.force)}")
+        return 0
+    if args.to == "mmpretrain":
+        print(f"wrote {export_mmpretrain(src, args.out, force=args.force)}")
+        return 0
+    if src.suffix == ".npz" or src.is_file() and zipfile.is_zipfile(src) and src.suffix not in (".pth", ".pt"):
+        out = convert_npz(src, args.out, arch=args.arch, verify=args.verify, force=args.force,
+                          act_layer=args.act_layer, progress=not args.quiet)
+    elif src.suffix in (".pth", ".pt", ".bin"):
+        if args.verify:
+            raise ConversionError(f"{src}: --verify compares against the JAX model and needs an .npz source")
+        out = convert_state_dict_file(src, args.out, arch=args.arch, force=args.force, act_layer=args.act_layer)
+    elif not src.exists() and "/" not in args.src:
+        out = convert_tag(args.src, args.out, verify=args.verify, force=args.force, progress=not args.quiet)
+    else:
+        raise FileNotFoundError(f"{src}: no such .npz/.pth file or manifest tag")
+    print(f"wrote {out}/model.safetensors, config.json, README.md")
+    return 0

@@ -1,0 +1,127 @@
+"""A converted folder in timm's Hub format: ``model.safetensors`` (float32, timm layout), ``config.json`` and
+``README.md``, which ``timm.create_model("local-dir:DIR", pretrained=True)`` loads.
+
+Everything is written into a staging folder next to the output and moved into place only at the end, so a
+failure leaves nothing behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Iterator, Mapping, Optional
+
+import torch
+
+from .._version import __version__
+from ..model.architectures import ARCHITECTURES
+from ..util.report import umask_mode
+from ..weights.manifest import weights_entries
+from ..weights.model_card import render_model_card
+from ..zoo import pretrained_cfg_from_entry
+from .keys import ConversionError, PathLike
+
+CONVERTER_VERSION = f"mixer-zoo-convert {__version__}"
+
+
+def check_output_folder(out_dir: Path, force: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConversionError(f"{out_dir}: exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise ConversionError(f"{out_dir}: output folder exists and is not empty (use --force to overwrite)")
+
+
+@contextlib.contextmanager
+def staging_folder(out_dir: PathLike, force: bool = False) -> Iterator[Path]:
+    """A temporary sibling of ``out_dir`` to write into; its files move into ``out_dir`` only if the block
+    succeeds, otherwise it is deleted and ``out_dir`` is untouched."""
+    out_dir = Path(out_dir)
+    check_output_folder(out_dir, force)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    os.chmod(stage, umask_mode(0o777))
+    try:
+        yield stage
+        check_output_folder(out_dir, force)  # someone may have written there meanwhile
+        if out_dir.is_dir():
+            for item in stage.iterdir():
+                os.replace(item, out_dir / item.name)
+            stage.rmdir()
+        else:
+            os.replace(stage, out_dir)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def timm_config(arch: str, num_classes: int, act_layer: str, pretrained_cfg: Mapping[str, Any],
+                dims: Optional[Mapping[str, int]] = None) -> Dict[str, Any]:
+    """``config.json`` in timm's Hub format; ``model_args`` carries what the architecture name does not."""
+    model_args: Dict[str, Any] = {"act_layer": act_layer}
+    if dims and dims.get("img_size", 224) != 224:
+        model_args["img_size"] = dims["img_size"]
+    cfg = dict(pretrained_cfg)
+    cfg.update(architecture=arch, num_classes=num_classes, custom_load=False)
+    if "img_size" in model_args:
+        cfg["input_size"] = [3, model_args["img_size"], model_args["img_size"]]
+    for key in ("hf_hub_id", "url", "file", "source", "state_dict"):
+        cfg.pop(key, None)  # where the weights are is decided by whoever loads the folder
+    cfg = {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items() if v is not None}
+    return dict(architecture=arch, num_classes=num_classes, num_features=ARCHITECTURES[arch]["embed_dim"],
+                global_pool="avg", model_args=model_args, pretrained_cfg=cfg)
+
+
+def pretrained_cfg_for(arch: str, entry: Mapping[str, Any]) -> Dict[str, Any]:
+    """timm pretrained cfg (preprocessing, licence, paper) for a manifest entry, tag included."""
+    return dict(pretrained_cfg_from_entry(entry), architecture=arch, tag=entry["tag"])
+
+
+def local_entry(arch: str, num_classes: int, act_layer: str, src: PathLike) -> Dict[str, Any]:
+    """A manifest-like entry for a file the manifest does not know: Google's preprocessing (shared by all
+    their Mixer releases), no claims about licence or accuracy."""
+    google = next((e for e in weights_entries().values() if e.get("source") and e["architecture"] == arch), None)
+    google = google or next(e for e in weights_entries().values() if e.get("source"))
+    return dict(
+        architecture=arch, tag="local", act_layer=act_layer,
+        source=dict(url=None, file=Path(src).name, format=None, sha256=None), hf_hub_id=None,
+        num_classes=num_classes, label_set=google["label_set"] if num_classes == google["num_classes"] else None,
+        input_size=list(google["input_size"]), crop_pct=google["crop_pct"], interpolation=google["interpolation"],
+        mean=list(google["mean"]), std=list(google["std"]), license="unknown",
+        paper={"name": "MLP-Mixer: An all-MLP Architecture for Vision", "arxiv": "2105.01601"},
+        description=f"Converted from the local file {Path(src).name}.", metrics={"reported": {}, "measured": {}})
+
+
+def write_config_and_card(stage: Path, arch: str, num_classes: int, act_layer: str,
+                          pretrained_cfg: Mapping[str, Any], entry: Mapping[str, Any], metadata: Mapping[str, str],
+                          dims: Optional[Mapping[str, int]] = None) -> None:
+    config = timm_config(arch, num_classes, act_layer, pretrained_cfg, dims)
+    (stage / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    (stage / "README.md").write_text(render_model_card(entry, extra=dict(metadata)), encoding="utf-8")
+
+
+def source_metadata(src: PathLike, sha256: Optional[str], layout: str) -> Dict[str, str]:
+    meta = {"format": "pt", "source_file": Path(src).name, "source_layout": layout, "converter": CONVERTER_VERSION}
+    if sha256:
+        meta["source_sha256"] = sha256
+    return meta
+
+
+def write_converted_folder(state_dict: Mapping[str, torch.Tensor], dims: Mapping[str, int], out_dir: PathLike,
+                           arch: str, num_classes: int, act_layer: str, pretrained_cfg: Mapping[str, Any],
+                           metadata: Mapping[str, str], entry: Optional[Mapping[str, Any]] = None,
+                           force: bool = False) -> Path:
+    """Write ``model.safetensors`` + ``config.json`` + ``README.md`` for a timm-layout state dict, atomically.
+
+    ``dims`` is what :func:`check_timm_state_dict` returned for it: the caller has validated it already."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    entry = entry or local_entry(arch, num_classes, act_layer, metadata.get("source_file", "state_dict"))
+    pretrained_cfg = pretrained_cfg or pretrained_cfg_for(arch, entry)
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state_dict.items()}
+    with staging_folder(out_dir, force) as stage:
+        save_file(tensors, str(stage / "model.safetensors"), metadata={k: str(v) for k, v in metadata.items()})
+        write_config_and_card(stage, arch, num_classes, act_layer, pretrained_cfg, entry, metadata, dims)
+    return out_dir

@@ -1,0 +1,168 @@
+"""Conversions users run: an official ``.npz``, a ``.pth`` or a manifest tag -> a timm folder, proved against
+the Flax reference on request; and back, timm weights -> official ``.npz`` or an mmpretrain checkpoint.
+
+The formats themselves live in :mod:`mixer_zoo.formats`; this module chooses one and checks the result.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+import numpy as np
+import torch
+
+from ..formats.keys import (ConversionError, PathLike, architecture_for_dims, check_layout, check_timm_state_dict,
+                            expected_official_shapes, infer_dims, num_classes_of)
+from ..formats.mmpretrain_layout import is_mmpretrain_layout, mmpretrain_to_timm, timm_to_mmpretrain
+from ..formats.npz import read_npz_index, stream_npz_to_safetensors, timm_to_npz_arrays
+from ..formats.timm_folder import (CONVERTER_VERSION, check_output_folder, local_entry, pretrained_cfg_for,
+                                   source_metadata, staging_folder, write_config_and_card, write_converted_folder)
+from ..formats.torch_files import load_timm_weights, load_torch_state_dict
+from ..model.architectures import ARCHITECTURES
+from ..reference import flax_mixer
+from ..util.report import atomic_write, format_table
+from ..weights.download import download, sha256_of
+from ..weights.manifest import get_entry
+
+PARITY_TOLERANCE = 1e-5
+"""Largest accepted relative logit difference (max |ours - flax| / max |flax|) for ``--verify``."""
+
+
+def _resolve_arch(dims: Mapping[str, int], arch: Optional[str], source: str) -> str:
+    if arch is None:
+        return architecture_for_dims(dims, source)
+    if arch not in ARCHITECTURES:
+        raise ConversionError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+    wrong = {k: (v, dims[k]) for k, v in ARCHITECTURES[arch].items() if dims[k] != v}
+    if wrong:
+        k, (want, got) = next(iter(wrong.items()))
+        raise ConversionError(f"{source}: shapes give {k}={got} but {arch} has {k}={want}")
+    return arch
+
+
+def convert_npz(src: PathLike, out_dir: PathLike, arch: Optional[str] = None, verify: bool = False,
+                force: bool = False, act_layer: Optional[str] = None, entry: Optional[Mapping[str, Any]] = None,
+                source_sha256: Optional[str] = None, progress: bool = True) -> Path:
+    """Convert an official JAX Mixer ``.npz`` into a timm folder; with ``verify``, prove it against Flax
+    before anything is moved into ``out_dir``."""
+    src, out_dir = Path(src), Path(out_dir)
+    if not src.is_file():
+        raise FileNotFoundError(f"{src}: no such file")
+    check_output_folder(out_dir, force)
+    members = read_npz_index(src)
+    shapes = {m.key: m.shape for m in members}
+    dims = infer_dims(shapes, str(src))
+    arch = _resolve_arch(dims, arch, str(src))
+    num_classes = num_classes_of(shapes, "head/kernel", 1, str(src))
+    check_layout(shapes, expected_official_shapes(dims, num_classes), str(src), "official Mixer")
+    act_layer = act_layer or (entry["act_layer"] if entry else "gelu_tanh")  # flax's nn.gelu is the tanh form
+    if verify:
+        flax_mixer.require_jax()
+    with staging_folder(out_dir, force) as stage:
+        metadata = source_metadata(src, source_sha256, "jax_npz")
+        metadata["source_sha256"] = stream_npz_to_safetensors(
+            src, members, dims["num_blocks"], stage / "model.safetensors", metadata, source_sha256, progress)
+        card_entry = entry or dict(local_entry(arch, num_classes, act_layer, src),
+                                   source=dict(file=src.name, sha256=metadata["source_sha256"]))
+        write_config_and_card(stage, arch, num_classes, act_layer, pretrained_cfg_for(arch, card_entry), card_entry,
+                              metadata, dims)
+        if verify:
+            rows = verify_against_flax(src, stage)
+            print(format_table(rows))
+            check_parity(rows, act_layer, src)
+    return out_dir
+
+
+def convert_state_dict_file(src: PathLike, out_dir: PathLike, arch: Optional[str] = None, force: bool = False,
+                            act_layer: Optional[str] = None, entry: Optional[Mapping[str, Any]] = None,
+                            source_sha256: Optional[str] = None) -> Path:
+    """A ``.pth`` in timm layout (timm's GitHub releases) or mmpretrain layout -> timm folder."""
+    src = Path(src)
+    check_output_folder(Path(out_dir), force)
+    raw = load_torch_state_dict(src)
+    mmpretrain = is_mmpretrain_layout(raw)
+    state_dict = mmpretrain_to_timm(raw, str(src)) if mmpretrain else raw
+    dims = check_timm_state_dict(state_dict, str(src))
+    arch = _resolve_arch(dims, arch, str(src))
+    # mmpretrain's MlpMixer uses the exact GELU; timm's releases of Google's weights come with their tag.
+    act_layer = act_layer or (entry["act_layer"] if entry else "gelu")
+    metadata = source_metadata(src, source_sha256 or sha256_of(src), "mmpretrain" if mmpretrain else "timm")
+    return write_converted_folder(state_dict, dims, out_dir, arch, int(state_dict["head.weight"].shape[0]), act_layer,
+                                  pretrained_cfg_for(arch, entry) if entry else {}, metadata, entry=entry, force=force)
+
+
+def convert_tag(tag: str, out_dir: PathLike, verify: bool = False, force: bool = False,
+                cache_dir: Optional[PathLike] = None, progress: bool = True) -> Path:
+    """Download the source of a manifest tag (``arch.tag``) through the cache and convert it."""
+    entry = get_entry(tag)
+    source = entry.get("source") or {}
+    if not source.get("url"):
+        raise ConversionError(f"weights tag {tag!r} has no source to convert (manifest entry without a URL)")
+    if source.get("format") not in ("jax_npz", "timm_pth"):
+        raise ConversionError(f"weights tag {tag!r}: unknown source format {source.get('format')!r}")
+    if verify and source["format"] != "jax_npz":
+        raise ConversionError(f"{tag}: --verify compares against the JAX model and needs a jax_npz source")
+    check_output_folder(Path(out_dir), force)
+    known = source.get("sha256")
+    known = known if known and known != "unverified" else None
+    path = download(source["url"], sha256=known, cache_dir=cache_dir, progress=progress)
+    # Without a known sha256 each converter hashes the file itself (the npz one while streaming it).
+    if source["format"] == "jax_npz":
+        return convert_npz(path, out_dir, arch=entry["architecture"], verify=verify, force=force,
+                           act_layer=entry["act_layer"], entry=entry, source_sha256=known, progress=progress)
+    return convert_state_dict_file(path, out_dir, arch=entry["architecture"], force=force,
+                                   act_layer=entry["act_layer"], entry=entry, source_sha256=known)
+
+
+def export_npz(src: PathLike, out_file: PathLike, force: bool = False) -> Path:
+    """timm weights (converted folder, ``.safetensors`` or ``.pth``) -> official-layout ``.npz``."""
+    out_file = Path(out_file)
+    if out_file.exists() and not force:
+        raise ConversionError(f"{out_file}: exists (use --force to overwrite)")
+    arrays = timm_to_npz_arrays(load_timm_weights(src), str(src))
+    return atomic_write(out_file, lambda f: np.savez(f, **arrays))
+
+
+def export_mmpretrain(src: PathLike, out_file: PathLike, force: bool = False) -> Path:
+    """timm weights -> an mmpretrain ``ImageClassifier`` checkpoint (``{"state_dict", "meta"}``)."""
+    out_file = Path(out_file)
+    if out_file.exists() and not force:
+        raise ConversionError(f"{out_file}: exists (use --force to overwrite)")
+    state_dict = load_timm_weights(src)
+    check_timm_state_dict(state_dict, str(src))
+    checkpoint = {"state_dict": timm_to_mmpretrain(state_dict, str(src)),
+                  "meta": {"converter": CONVERTER_VERSION, "source_file": Path(src).name}}
+    return atomic_write(out_file, lambda f: torch.save(checkpoint, f))
+
+
+def verify_against_flax(npz_path: PathLike, model_dir: PathLike, batch_size: int = 2, seed: int = 0
+                        ) -> List[Dict[str, Any]]:
+    """Logits of the Flax reference on the npz vs our model built by timm from the folder, on one random batch,
+    with the folder's GELU and with the other flavour (to show what the wrong one would cost)."""
+    import timm
+
+    params = flax_mixer.load_official_npz(npz_path)
+    config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    size = config["pretrained_cfg"].get("input_size", [3, 224, 224])[-1]
+    images = np.random.default_rng(seed).standard_normal((batch_size, size, size, 3), dtype=np.float32)
+    reference = flax_mixer.flax_logits(params, images).astype(np.float64)
+    del params
+    rows = []
+    for act_layer in (config["model_args"]["act_layer"], *({"gelu", "gelu_tanh"} - {config["model_args"]["act_layer"]})):
+        model = timm.create_model(f"local-dir:{model_dir}", pretrained=True, act_layer=act_layer).eval()
+        with torch.inference_mode():
+            ours = model(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()).double().numpy()
+        max_abs = float(np.abs(ours - reference).max())
+        rows.append(dict(gelu=act_layer, batch=batch_size, max_abs_diff=max_abs,
+                         max_rel_diff=max_abs / float(np.abs(reference).max()),
+                         top1_agreement=float((ours.argmax(1) == reference.argmax(1)).mean())))
+    return rows
+
+
+def check_parity(rows: List[Dict[str, Any]], act_layer: str, source: PathLike,
+                 tolerance: float = PARITY_TOLERANCE) -> None:
+    row = next(r for r in rows if r["gelu"] == act_layer)
+    if row["max_rel_diff"] > tolerance:
+        raise ConversionError(f"{source}: converted model differs from the JAX reference by "
+                              f"{row['max_rel_diff']:.3g} relative (tolerance {tolerance:g}); output not written")

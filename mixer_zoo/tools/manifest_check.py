@@ -1,0 +1,121 @@
+"""``mixer-zoo manifest check``: the manifest's schema, then its agreement with the code and with timm."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from .. import zoo  # noqa: F401  (the timm registry that check_manifest builds models from)
+from ..model.architectures import ARCHITECTURES, param_count
+from ..weights.manifest import (GOOGLE_TAG_PREFIXES, LABEL_SET_CLASSES, ManifestError, PathLike, manifest_path,
+                                validate_manifest)
+
+
+def _expected_npz_name(arch: str) -> str:
+    """``mixer_b16_zoo`` -> ``Mixer-B_16.npz``, Google's file naming."""
+    size = arch.split("_")[1]
+    return f"Mixer-{size[0].upper()}_{size[1:]}.npz"
+
+
+def check_manifest(path: Optional[PathLike] = None, build_models: bool = True) -> List[str]:
+    """Schema validation, then cross-checks against the code; returns every problem found (empty: all good).
+
+    Each problem is one line ``FILE: KEY: what is wrong``. With ``build_models`` every entry's ``num_params``
+    is compared with a real model built on the meta device (no memory is allocated).
+    """
+    target = manifest_path(path)
+    try:
+        manifest = validate_manifest(target)
+    except ManifestError as e:
+        return [str(e)]
+    problems: List[str] = []
+
+    def problem(key: str, message: str) -> None:
+        problems.append(f"{target}: {key}: {message}")
+
+    entries = manifest["weights"]
+    citations = manifest["citations"]
+    hub_ids: Dict[str, str] = {}
+    seen_archs: Dict[str, str] = {}
+    for key, e in entries.items():
+        arch, tag = e["architecture"], e["tag"]
+        if key != f"{arch}.{tag}":
+            problem(key, f"key must be architecture.tag = {arch}.{tag!s}")
+        if arch not in ARCHITECTURES:
+            problem(key, f"architecture {arch!r} is not in mixer_zoo.zoo.ARCHITECTURES ({', '.join(ARCHITECTURES)})")
+            continue
+        seen_archs.setdefault(arch, key)
+        want_classes = LABEL_SET_CLASSES[e["label_set"]]
+        if e["num_classes"] != want_classes:
+            problem(key, f"num_classes {e['num_classes']} but label_set {e['label_set']} has {want_classes} classes")
+        counted = param_count(arch, e["num_classes"]) if e["input_size"][1:] == [224, 224] else None
+        if counted is not None and e["num_params"] != counted:
+            problem(key, f"num_params {e['num_params']} but {arch} with {e['num_classes']} classes has {counted}")
+        if build_models:
+            import timm
+            import torch
+
+            with torch.device("meta"):
+                model = timm.create_model(arch, num_classes=e["num_classes"], img_size=e["input_size"][1])
+            real = sum(p.numel() for p in model.parameters())
+            if real != e["num_params"]:
+                problem(key, f"num_params {e['num_params']} but the real model has {real}")
+        source, hub_id = e["source"], e["hf_hub_id"]
+        if source is None:
+            if hub_id is not None:
+                problem(key, "hf_hub_id set but there is no source to convert")
+            if e["converted"]["sha256"] is not None:
+                problem(key, "converted.sha256 set but there is no source")
+        else:
+            if hub_id is None:
+                problem(key, "released weights need an hf_hub_id to be loaded with pretrained=True")
+            if source["format"] == "jax_npz":
+                name = _expected_npz_name(arch)
+                want_url = f"https://storage.googleapis.com/mixer_models/{source['folder']}/{name}"
+                if source["url"] != want_url:
+                    problem(key, f"source.url {source['url']} but Google's {arch} file in "
+                                 f"gs://mixer_models/{source['folder']} is {want_url}")
+                if e["act_layer"] != "gelu_tanh":
+                    problem(key, "Google's JAX weights were trained with Flax's tanh GELU: act_layer must be gelu_tanh")
+            if tag.startswith(GOOGLE_TAG_PREFIXES) and e["act_layer"] != "gelu_tanh":
+                problem(key, f"{'/'.join(p + '*' for p in GOOGLE_TAG_PREFIXES)} tags are Google's JAX weights: "
+                             "act_layer must be gelu_tanh")
+        if hub_id is not None:
+            if hub_id.split("/", 1)[1] != key:
+                problem(key, f"hf_hub_id {hub_id!r} must end in /{key}")
+            if hub_id in hub_ids:
+                problem(key, f"hf_hub_id {hub_id!r} is also used by {hub_ids[hub_id]}")
+            hub_ids[hub_id] = key
+        if (e["converted"]["sha256"] is None) != (e["converted"]["size_bytes"] is None):
+            problem(key, "converted.sha256 and converted.size_bytes are set together")
+        if e["paper"]["arxiv"] not in citations:
+            problem(key, f"paper.arxiv {e['paper']['arxiv']} has no BibTeX in citations")
+        if "2105.01601" not in citations:
+            problem("citations", "the MLP-Mixer paper (2105.01601) needs its BibTeX")
+    for arch in ARCHITECTURES:
+        if arch not in seen_archs:
+            problem(arch, "architecture has no manifest entry (add one, tag 'untrained' if nothing is released)")
+    problems.extend(_check_timm_registry(entries, target))
+    return list(dict.fromkeys(problems))
+
+
+def _check_timm_registry(entries: Dict[str, Dict[str, Any]], target: Path) -> List[str]:
+    """The cfgs timm serves were generated from the packaged manifest at import: they must agree with this one."""
+    import timm
+
+    problems = []
+    published = set(timm.list_models("*_zoo", pretrained=True))
+    for key, e in entries.items():
+        if e["hf_hub_id"] and key not in published:
+            problems.append(f"{target}: {key}: not listed by timm.list_models('*_zoo', pretrained=True)")
+            continue
+        cfg = timm.get_pretrained_cfg(key)
+        if cfg is None:
+            problems.append(f"{target}: {key}: timm has no pretrained cfg of that name (re-import mixer_zoo)")
+            continue
+        for field in ("num_classes", "hf_hub_id", "crop_pct", "interpolation"):
+            if getattr(cfg, field) != e[field]:
+                problems.append(f"{target}: {key}: timm's pretrained cfg has {field}={getattr(cfg, field)!r}, "
+                                f"the manifest {e[field]!r} (re-import mixer_zoo after editing the manifest)")
+        if tuple(cfg.mean) != tuple(e["mean"]) or tuple(cfg.std) != tuple(e["std"]):
+            problems.append(f"{target}: {key}: timm's pretrained cfg mean/std differ from the manifest")
+    return problems

@@ -1,0 +1,114 @@
+"""The machine a figure is measured on: device choice, CPU model and ISA, peak memory and matmul peak.
+
+Every benchmark row names its hardware, so a speed claim can be traced to the CPU it was made on.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import os
+import platform
+import time
+from typing import Optional
+
+import torch
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when there is one, else CPU; asking for CUDA without one is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for but torch sees no CUDA device")
+    return dev
+
+
+def cpu_model_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hardware_name(device: torch.device) -> str:
+    """What the figures were measured on, in words (goes into every result row and the manifest)."""
+    if device.type == "cuda":
+        what = torch.cuda.get_device_name(device)
+    else:
+        what = f"{cpu_model_name()} ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    return f"{what}, torch {torch.__version__}"
+
+
+def _read_status_kib(field: str) -> Optional[int]:
+    try:
+        with open("/proc/self/status", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class PeakMemory:
+    """Peak memory of a piece of work, in bytes above what was in use when it began.
+
+    CUDA: ``max_memory_allocated``. CPU: the process RSS high-water mark, reset through
+    ``/proc/self/clear_refs`` after ``malloc_trim`` hands cached free memory back, so memory that the
+    allocator recycles from earlier work is counted again when it is touched.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.extra_bytes: Optional[int] = None
+
+    def __enter__(self) -> "PeakMemory":
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._start = torch.cuda.memory_allocated(self.device)
+            return self
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        try:
+            with open("/proc/self/clear_refs", "w", encoding="utf-8") as f:
+                f.write("5")  # resets VmHWM to the current RSS
+            self._start = _read_status_kib("VmRSS")
+        except OSError:
+            self._start = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.extra_bytes = torch.cuda.max_memory_allocated(self.device) - self._start
+        elif self._start is not None:
+            peak = _read_status_kib("VmHWM")
+            self.extra_bytes = None if peak is None else max(0, peak - self._start) * 1024
+
+
+def matmul_peak_flops(device: torch.device, dtype: torch.dtype, repeats: int = 5) -> float:
+    """FLOP/s of a large square matmul: the reference for model FLOP utilisation (MFU)."""
+    n = 8192 if device.type == "cuda" else 2048
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        sync(device)
+        start = time.perf_counter()
+        a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
