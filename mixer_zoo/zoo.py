@@ -12,6 +12,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._builder import resolve_pretrained_cfg
 
 from .model import ARCHITECTURES, TIMM_EQUIVALENTS, Mixer  # noqa: F401  (the zoo's names, re-exported)
+from .model.mixer import materialize_meta_
 from .weights.hub_cache import build_pretrained
 from .weights.manifest import weights_entries
 
@@ -61,7 +62,13 @@ def _create_mixer(variant: str, pretrained: bool = False, **kwargs: Any) -> Mixe
     )
     if not pretrained:
         return build()
-    return build_pretrained(build, f"{variant}.{cfg.tag}", cfg.to_dict(), kwargs.get("cache_dir"))
+    # Build on the meta device: the checkpoint's tensors become the parameters (Mixer.load_state_dict assigns),
+    # so no time goes into a random init that the weights would overwrite.
+    device, dtype = kwargs.get("device"), kwargs.get("dtype")
+    build = functools.partial(build, device="meta")
+    model = build_pretrained(build, f"{variant}.{cfg.tag}", cfg.to_dict(), kwargs.get("cache_dir"))
+    materialize_meta_(model, "cpu")  # a new head (num_classes differs) has no weights in the file
+    return model.to(device=device, dtype=dtype) if device is not None or dtype is not None else model
 
 
 @register_model

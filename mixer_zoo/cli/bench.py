@@ -19,6 +19,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-train", action="store_true", help="skip the training-step benchmark")
     parser.add_argument("--no-timm", action="store_true", help="skip timm's own MlpMixer")
     parser.add_argument("--mmpretrain", action="store_true", help="also time mmpretrain's MlpMixer (S/B/L)")
+    parser.add_argument("--act-layer", choices=("gelu", "gelu_tanh"), default="gelu",
+                        help="GELU of every contender (default: gelu, timm's)")
+    parser.add_argument("--cpu-path", choices=("auto", "fused", "plain"),
+                        help="force our CPU channel-mixing kernel (default: the one measured faster here)")
+    parser.add_argument("--load-time", action="store_true",
+                        help="also time create_model(pretrained=True) from one warm safetensors file, ours vs timm")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--json", metavar="PATH", help="write every field as JSON")
     parser.add_argument("--csv", metavar="PATH", help="write every field as CSV (timm's column names)")
@@ -30,9 +36,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..tools.bench import benchmark_manifest_updates, benchmark_models, parse_model_list, summary_table
+    from ..tools.bench import (benchmark_manifest_updates, benchmark_models, load_time_vs_timm, parse_model_list,
+                               summary_table)
     from ..tools.plots import plot_results
-    from ..util.report import write_csv, write_json
+    from ..util.report import format_table, write_csv, write_json
     from ..weights.manifest import update_measured_metrics
 
     names = parse_model_list(args.models)
@@ -41,10 +48,17 @@ def run(args: argparse.Namespace) -> int:
     rows = benchmark_models(names, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
                             warmup=args.warmup, repeats=args.repeats, compile=args.compile, train=not args.no_train,
                             timm_twin=not args.no_timm, mmpretrain=args.mmpretrain,
-                            train_batch_size=args.train_batch_size)
+                            train_batch_size=args.train_batch_size, act_layer=args.act_layer,
+                            cpu_path=args.cpu_path)
     print(f"mixer-zoo bench on {rows[0]['hardware']}: {args.dtype}, batch {args.batch_size}, "
           f"median of {args.repeats} alternating repeats")
     print(summary_table(rows))
+    if args.load_time:
+        loads = [load_time_vs_timm(name) for name in names]
+        print(format_table(loads, ["model", "timm_model", "file_mb", "load_s", "timm_load_s", "load_time_vs_timm"]))
+        for row in rows:
+            row.update(next(({"load_s": r["load_s"], "timm_load_s": r["timm_load_s"]} for r in loads
+                              if r["model"] == row["arch"] and row["impl"] == "mixer_zoo"), {}))
     if args.json:
         write_json(args.json, rows)
     if args.csv:

@@ -1,19 +1,23 @@
 """The MLP-Mixer (Tolstikhin et al., 2021), with timm's ``MlpMixer`` state-dict layout.
 
-Activations run through the blocks in *token-major* layout ``(N, B, C)`` rather than timm's ``(B, N, C)``:
-token mixing is then one GEMM ``W @ x`` over a ``(N, B*C)`` view and channel mixing one GEMM over a
-``(N*B, C)`` view, so neither pays for a transpose or a copy. The parameters keep timm's names and
-shapes (``fc1.weight`` is ``(out, in)``), so a checkpoint loads into this class and into timm's alike.
+Activations are ``(B, N, C)`` as in timm, but token mixing is ``W @ x`` batched over the images instead of a
+``Linear`` over a transposed copy, the inference residuals enter the GEMMs as their beta=1 input, and the
+channel-mixing kernel (oneDNN-fused or plain) is the one measured faster on the machine at hand. The
+parameters keep timm's names and shapes (``fc1.weight`` is ``(out, in)``), so a checkpoint loads into this
+class and into timm's alike.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from torch.utils.checkpoint import checkpoint
+
+from .kernels import channel_mlp_fused, channel_mlp_plain, channel_path
 
 GELU_APPROXIMATIONS = {"gelu": "none", "gelu_tanh": "tanh"}
 """GELU flavours by the names timm's ``get_act_layer`` and ``config.json`` use."""
@@ -38,38 +42,38 @@ def gelu_approximation(act_layer: Union[str, type, Callable, None]) -> str:
     raise ValueError(f"the Mixer uses GELU; act_layer {act_layer!r} is not a GELU")
 
 
-def _drop_path(x: torch.Tensor, p: float, training: bool, batch_dim: int) -> torch.Tensor:
+def _drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Stochastic depth: zero whole samples of a residual branch, rescale the rest."""
     if p == 0.0 or not training:
         return x
-    shape = [1] * x.ndim
-    shape[batch_dim] = x.shape[batch_dim]
-    keep = x.new_empty(shape).bernoulli_(1.0 - p).div_(1.0 - p)
+    keep = x.new_empty([x.shape[0]] + [1] * (x.dim() - 1)).bernoulli_(1.0 - p).div_(1.0 - p)
     return x * keep
 
 
-def _mkldnn_linear_gelu_available() -> bool:
-    try:
-        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-    except (AttributeError, RuntimeError):
-        return False
-
-
-_FUSED_CPU = _mkldnn_linear_gelu_available()
+def _eager_only() -> bool:
+    """True in plain eager mode: not tracing (jit, FX, export, dynamo) nor ONNX-exporting, where the fused op
+    cannot be recorded; those graphs get the plain ops, which the compilers fuse themselves."""
+    return not (torch.jit.is_tracing() or is_fx_symbolic_tracing() or torch.compiler.is_compiling()
+                or torch.onnx.is_in_onnx_export())
 
 
 class Mlp(nn.Module):
     """Two dense layers; the parameters only (the block decides how they meet the activations)."""
 
-    def __init__(self, in_features: int, hidden_features: int, drop: float = 0.0) -> None:
+    def __init__(self, in_features: int, hidden_features: int, drop: float = 0.0,
+                 device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(in_features, hidden_features)
-        self.fc2 = nn.Linear(hidden_features, in_features)
+        self.fc1 = nn.Linear(in_features, hidden_features, device=device, dtype=dtype)
+        self.fc2 = nn.Linear(hidden_features, in_features, device=device, dtype=dtype)
         self.drop = drop
 
 
 class MixerBlock(nn.Module):
-    """LN -> token-mixing MLP -> residual, LN -> channel-mixing MLP -> residual, on ``(N, B, C)``."""
+    """LN -> token-mixing MLP -> residual, LN -> channel-mixing MLP -> residual, on ``(B, N, C)`` as timm.
+
+    Token mixing is ``W @ x`` batched over images (no transpose, unlike ``Linear`` over ``x.mT``); in
+    inference the residuals enter the GEMMs as their beta=1 input instead of a separate add.
+    """
 
     def __init__(
         self,
@@ -80,78 +84,82 @@ class MixerBlock(nn.Module):
         approximate: str = "none",
         drop: float = 0.0,
         drop_path: float = 0.0,
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp_tokens = Mlp(seq_len, tokens_dim, drop)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp_channels = Mlp(dim, channels_dim, drop)
+        dd = dict(device=device, dtype=dtype)
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6, **dd)
+        self.mlp_tokens = Mlp(seq_len, tokens_dim, drop, **dd)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6, **dd)
+        self.mlp_channels = Mlp(dim, channels_dim, drop, **dd)
         self.approximate = approximate
         self.drop_path = drop_path
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
-        if self.training or needs_grad:
+        if self.training or torch.is_grad_enabled():
             return self._forward_autograd(x)
-        return self._forward_inplace(x)
+        if not torch.jit.is_scripting():
+            if not _eager_only():
+                return self._forward_autograd(x)  # one pure-op graph for tracers, whatever the grad mode
+        return self._forward_inference(x)
 
     def _forward_autograd(self, x: torch.Tensor) -> torch.Tensor:
-        n, b, c = x.shape
         tok, chn = self.mlp_tokens, self.mlp_channels
-        y = self.norm1(x).reshape(n, b * c)
-        h = F.gelu(torch.addmm(tok.fc1.bias[:, None], tok.fc1.weight, y), approximate=self.approximate)
+        h = F.gelu(torch.matmul(tok.fc1.weight, self.norm1(x)) + tok.fc1.bias.unsqueeze(1), approximate=self.approximate)
         h = F.dropout(h, tok.drop, self.training)
-        y = torch.addmm(tok.fc2.bias[:, None], tok.fc2.weight, h)
-        y = F.dropout(y, tok.drop, self.training).view(n, b, c)
-        x = x + _drop_path(y, self.drop_path, self.training, batch_dim=1)
+        y = F.dropout(torch.matmul(tok.fc2.weight, h) + tok.fc2.bias.unsqueeze(1), tok.drop, self.training)
+        x = x + _drop_path(y, self.drop_path, self.training)
 
-        y = self.norm2(x)
-        h = F.gelu(F.linear(y, chn.fc1.weight, chn.fc1.bias), approximate=self.approximate)
+        h = F.gelu(F.linear(self.norm2(x), chn.fc1.weight, chn.fc1.bias), approximate=self.approximate)
         h = F.dropout(h, chn.drop, self.training)
         y = F.dropout(F.linear(h, chn.fc2.weight, chn.fc2.bias), chn.drop, self.training)
-        return x + _drop_path(y, self.drop_path, self.training, batch_dim=1)
+        return x + _drop_path(y, self.drop_path, self.training)
 
-    def _forward_inplace(self, x: torch.Tensor) -> torch.Tensor:
-        """Inference: residuals accumulate into a copy of ``x`` through the GEMMs' beta=1 input."""
-        n, b, c = x.shape
+    def _forward_inference(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape[0], x.shape[1], x.shape[2]
         tok, chn = self.mlp_tokens, self.mlp_channels
-        y = self.norm1(x).view(n, b * c)
-        h = torch.addmm(tok.fc1.bias[:, None], tok.fc1.weight, y)
+        h = torch.matmul(tok.fc1.weight, self.norm1(x)).add_(tok.fc1.bias.unsqueeze(1))
         h = F.gelu(h, approximate=self.approximate)
-        x = torch.addmm(x.view(n, b * c), tok.fc2.weight, h).add_(tok.fc2.bias[:, None]).view(n, b, c)
+        x = torch.baddbmm(x, tok.fc2.weight.expand(b, n, tok.fc2.weight.shape[1]), h).add_(tok.fc2.bias.unsqueeze(1))
 
-        y = self.norm2(x).view(n * b, c)
-        if _FUSED_CPU and y.device.type == "cpu" and y.dtype == torch.float32 and not torch.compiler.is_compiling():
-            # oneDNN applies the bias and GELU in the GEMM's epilogue, and the residual in the second's.
-            # Eager only: torch.compile cannot trace this op, and fuses the plain ops below itself.
-            h = torch.ops.mkldnn._linear_pointwise(y, chn.fc1.weight, chn.fc1.bias, "gelu", [], self.approximate)
-            out = torch.ops.mkldnn._linear_pointwise.binary(h, x.view(n * b, c), chn.fc2.weight, chn.fc2.bias, "add")
-            return out.view(n, b, c)
-        h = F.gelu(F.linear(y, chn.fc1.weight, chn.fc1.bias), approximate=self.approximate)
-        return torch.addmm(chn.fc2.bias, h, chn.fc2.weight.t()).add_(x.view(n * b, c)).view(n, b, c)
+        y = self.norm2(x).view(b * n, c)
+        x = x.view(b * n, c)
+        if not torch.jit.is_scripting():
+            if channel_path(y, x, chn.fc1, chn.fc2, self.approximate) == "fused":
+                return channel_mlp_fused(y, x, chn.fc1.weight, chn.fc1.bias, chn.fc2.weight, chn.fc2.bias,
+                                         self.approximate).view(b, n, c)
+        return channel_mlp_plain(y, x, chn.fc1.weight, chn.fc1.bias, chn.fc2.weight, chn.fc2.bias,
+                                 self.approximate).view(b, n, c)
 
 
 class PatchEmbed(nn.Module):
     """Non-overlapping patches -> linear embedding (a strided conv), as ``stem.proj`` in timm."""
 
-    def __init__(self, img_size: Tuple[int, int], patch_size: int, in_chans: int, embed_dim: int) -> None:
+    def __init__(self, img_size: Tuple[int, int], patch_size: int, in_chans: int, embed_dim: int,
+                 device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None) -> None:
         super().__init__()
         self.img_size = img_size
+        self.in_chans = in_chans
         self.patch_size = (patch_size, patch_size)
         self.grid_size = (img_size[0] // patch_size, img_size[1] // patch_size)
         self.num_patches = self.grid_size[0] * self.grid_size[1]
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size, device=device,
+                              dtype=dtype)
 
     def feat_ratio(self, as_scalar: bool = True) -> Union[int, Tuple[int, int]]:
         return self.patch_size[0] if as_scalar else self.patch_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return tokens in ``(N, B, C)`` layout."""
-        if tuple(x.shape[-2:]) != self.img_size:
-            raise ValueError(
-                f"input size {tuple(x.shape[-2:])} does not match the model's img_size {self.img_size}: "
-                "the token-mixing MLP is built for a fixed number of patches")
-        return self.proj(x).flatten(2).permute(2, 0, 1).contiguous()
+        """Return tokens in ``(B, N, C)`` layout."""
+        torch._assert(x.dim() == 4, "expected images of shape (B, C, H, W)")
+        torch._assert(x.shape[1] == self.in_chans,
+                      f"input has {x.shape[1]} channels; the model expects {self.in_chans}")
+        for dim in (2, 3):  # two asserts: FX cannot trace ``and`` between shape proxies
+            torch._assert(x.shape[dim] == self.img_size[dim - 2],
+                          f"input size ({x.shape[2]}, {x.shape[3]}) does not match the model's img_size "
+                          f"{self.img_size}: the token-mixing MLP is built for a fixed number of patches")
+        return self.proj(x).flatten(2).transpose(1, 2)
 
 
 def _to_2tuple(size: Union[int, Sequence[int]]) -> Tuple[int, int]:
@@ -170,6 +178,8 @@ class Mixer(nn.Module):
 
     ``act_layer`` picks the GELU: ``"gelu"`` (exact, erf; what timm uses) or ``"gelu_tanh"`` (the tanh
     approximation that Flax's ``nn.gelu`` computes, so what Google's JAX checkpoints were trained with).
+    ``device``/``dtype`` are the factory kwargs timm passes; on ``device="meta"`` nothing is allocated and
+    :meth:`load_state_dict` then takes the checkpoint's tensors as they are.
     """
 
     def __init__(
@@ -187,6 +197,8 @@ class Mixer(nn.Module):
         proj_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         global_pool: str = "avg",
+        device: Optional[Union[str, torch.device]] = None,
+        dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__()
         img_size = _to_2tuple(img_size)
@@ -196,6 +208,7 @@ class Mixer(nn.Module):
                 f"use a multiple of {patch_size} (e.g. {max(1, img_size[0] // patch_size) * patch_size})")
         if global_pool not in ("", "avg"):
             raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
+        dd = dict(device=device, dtype=dtype)
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.global_pool = global_pool
@@ -204,7 +217,7 @@ class Mixer(nn.Module):
         self.grad_checkpointing = False
         self.drop_rate = drop_rate
 
-        self.stem = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
+        self.stem = PatchEmbed(img_size, patch_size, in_chans, embed_dim, **dd)
         tokens_mlp_dim = tokens_mlp_dim or embed_dim // 2
         channels_mlp_dim = channels_mlp_dim or embed_dim * 4
         approximate = GELU_APPROXIMATIONS[self.act_layer]
@@ -212,13 +225,13 @@ class Mixer(nn.Module):
         rates = [drop_path_rate * i / max(num_blocks - 1, 1) for i in range(num_blocks)]
         self.blocks = nn.Sequential(*[
             MixerBlock(embed_dim, self.stem.num_patches, tokens_mlp_dim, channels_mlp_dim,
-                       approximate, proj_drop_rate, rates[i])
+                       approximate, proj_drop_rate, rates[i], **dd)
             for i in range(num_blocks)
         ])
         self.feature_info = [
             dict(module=f"blocks.{i}", num_chs=embed_dim, reduction=patch_size) for i in range(num_blocks)]
-        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
-        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6, **dd)
+        self.head = nn.Linear(embed_dim, num_classes, **dd) if num_classes > 0 else nn.Identity()
         self.init_weights()
 
     @torch.no_grad()
@@ -235,6 +248,18 @@ class Mixer(nn.Module):
         if isinstance(self.head, nn.Linear):
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
+
+    @torch.jit.ignore
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """As ``nn.Module``'s, but a model built on the meta device takes the checkpoint's tensors (``assign``):
+        that is how ``pretrained=True`` skips the random init the weights would overwrite."""
+        on_meta = any(p.is_meta for p in self.parameters())
+        return super().load_state_dict(state_dict, strict=strict, assign=assign or on_meta)
+
+    @torch.jit.ignore
+    def materialize_(self, device: Union[str, torch.device] = "cpu") -> "Mixer":
+        """See :func:`materialize_meta_`."""
+        return materialize_meta_(self, device)
 
     # ---- timm model API -------------------------------------------------------------------------
     @torch.jit.ignore
@@ -260,20 +285,15 @@ class Mixer(nn.Module):
                      if num_classes > 0 else nn.Identity())
         self.head.train(self.training)
 
-    def _run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
-            return checkpoint(block, x, use_reentrant=False)
-        return block(x)
-
-    def _blocks_token_major(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for block in self.blocks:
-            x = self._run_block(block, x)
-        return x
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Image -> normalised tokens ``(B, N, C)`` (timm's layout)."""
-        return self.norm(self._blocks_token_major(x)).transpose(0, 1)
+        """Image -> normalised tokens ``(B, N, C)``."""
+        x = self.stem(x)
+        if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
+            for block in self.blocks:
+                x = checkpoint(block, x, use_reentrant=False)
+        else:
+            x = self.blocks(x)
+        return self.norm(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.global_pool == "avg":
@@ -282,13 +302,7 @@ class Mixer(nn.Module):
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.norm(self._blocks_token_major(x))
-        if self.global_pool == "avg":
-            x = x.mean(dim=0)  # pool over tokens directly in token-major layout
-        else:
-            x = x.transpose(0, 1)
-        x = F.dropout(x, self.drop_rate, self.training)
-        return self.head(x)
+        return self.forward_head(self.forward_features(x))
 
     def forward_intermediates(
         self,
@@ -308,16 +322,19 @@ class Mixer(nn.Module):
         blocks = self.blocks[:max_index + 1] if stop_early else self.blocks
         intermediates = []
         for i, block in enumerate(blocks):
-            x = self._run_block(block, x)
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
             if i in take_indices:
-                y = (self.norm(x) if norm else x).transpose(0, 1)
+                y = self.norm(x) if norm else x
                 if output_fmt == "NCHW":
                     h, w = self.stem.grid_size
-                    y = y.reshape(batch, h, w, -1).permute(0, 3, 1, 2)
-                intermediates.append(y.contiguous())
+                    y = y.reshape(batch, h, w, -1).permute(0, 3, 1, 2).contiguous()
+                intermediates.append(y)
         if intermediates_only:
             return intermediates
-        return self.norm(x).transpose(0, 1), intermediates
+        return self.norm(x), intermediates
 
     def prune_intermediate_layers(
         self,
@@ -332,6 +349,25 @@ class Mixer(nn.Module):
         if prune_head:
             self.reset_classifier(0, "")
         return take_indices
+
+
+def materialize_meta_(model: nn.Module, device: Union[str, torch.device] = "cpu") -> nn.Module:
+    """Give parameters still on the meta device after a pretrained load real storage: a new classifier head
+    (zero, as the paper initialises heads) or a norm (ones/zeros); anything else the checkpoint should have held.
+
+    Works on the model and on timm's feature wrappers around it."""
+    for name, module in model.named_modules():
+        if any(p.is_meta for p in module.parameters(recurse=False)):
+            module.to_empty(device=device, recurse=False)
+            if isinstance(module, nn.Linear) and name.split(".")[-1] == "head":
+                nn.init.zeros_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                module.reset_parameters()
+            else:
+                raise RuntimeError(f"{name}: no weights in the checkpoint; build without pretrained=True or load "
+                                   "a complete checkpoint")
+    return model
 
 
 def _feature_take_indices(num_blocks: int, indices: Optional[Union[int, List[int]]]) -> Tuple[List[int], int]:

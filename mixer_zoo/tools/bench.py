@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import datetime
 import gc
+import os
 import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,16 +24,17 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..formats.mmpretrain_layout import timm_to_mmpretrain
 from ..model.architectures import ARCHITECTURES, TIMM_EQUIVALENTS
-from ..util.hardware import PeakMemory, hardware_name, matmul_peak_flops, resolve_device, sync
+from ..model.kernels import PATH_ENV, chosen_paths
+from ..util.hardware import PeakMemory, cpu_isa, hardware_name, matmul_peak_flops, resolve_device, sync
 from ..util.report import format_table
 from ..weights.manifest import weights_entries
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 SUMMARY_COLUMNS = (
-    "model", "impl", "param_count", "infer_gmacs", "infer_batch_size", "infer_samples_per_sec",
+    "model", "impl", "cpu_path", "param_count", "infer_gmacs", "infer_batch_size", "infer_samples_per_sec",
     "infer_step_time", "speedup_vs_timm", "train_samples_per_sec", "train_speedup_vs_timm",
-    "infer_peak_mem_mb", "train_peak_mem_mb",
+    "infer_mfu", "infer_peak_mem_mb", "train_peak_mem_mb",
 )
 """The columns of the terminal table (``--json``/``--csv`` carry every field)."""
 
@@ -89,26 +91,28 @@ def build_mmpretrain_mixer(arch: str, num_classes: int = 1000) -> nn.Module:
 
 
 def build_contenders(arch: str, device: torch.device, timm_twin: bool = True, mmpretrain: bool = False,
-                     seed: int = 0) -> List[Contender]:
+                     seed: int = 0, act_layer: str = "gelu") -> List[Contender]:
     """Ours plus the other implementations of ``arch``, every one loaded with our random weights.
 
-    All use the exact (erf) GELU, timm's choice, so that every contender computes the same function.
+    All use the same GELU (``act_layer``; mmpretrain's only has the exact one), so every contender computes
+    the same function.
     """
     import timm
+    from timm.layers import GELUTanh
 
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown model {arch!r}; choose from {', '.join(ARCHITECTURES)} or 'all'")
     torch.manual_seed(seed)
-    ours = timm.create_model(arch, act_layer="gelu")
+    ours = timm.create_model(arch, act_layer=act_layer)
     with torch.no_grad():  # a zero head would make every logit equal; give it values like a trained one
         nn.init.normal_(ours.head.weight, std=0.02)
     weights = ours.state_dict()
     contenders = [Contender("mixer_zoo", arch, ours, ours)]
     if timm_twin and arch in TIMM_EQUIVALENTS:
-        twin = timm.create_model(TIMM_EQUIVALENTS[arch])
+        twin = timm.create_model(TIMM_EQUIVALENTS[arch], act_layer=GELUTanh if act_layer == "gelu_tanh" else nn.GELU)
         twin.load_state_dict(weights, strict=True)
         contenders.append(Contender("timm", TIMM_EQUIVALENTS[arch], twin, twin))
-    if mmpretrain and ARCHITECTURES[arch]["embed_dim"] in MMPRETRAIN_ARCHS:
+    if mmpretrain and act_layer == "gelu" and ARCHITECTURES[arch]["embed_dim"] in MMPRETRAIN_ARCHS:
         mm = build_mmpretrain_mixer(arch)
         mm.load_state_dict(timm_to_mmpretrain(weights), strict=True)
         a = ARCHITECTURES[arch]
@@ -186,16 +190,47 @@ def _phase(contenders: List[Contender], make_step: Callable[[Contender], Callabl
 def benchmark_architecture(arch: str, device: str = "auto", dtype: str = "fp32", batch_size: int = 16,
                            warmup: int = 2, repeats: int = 5, compile: bool = False, train: bool = True,
                            timm_twin: bool = True, mmpretrain: bool = False, train_batch_size: Optional[int] = None,
-                           peak_flops: Optional[float] = None, progress: bool = True) -> List[Dict[str, Any]]:
-    """One result row per implementation of ``arch`` (ours first), with timm's results-CSV names."""
-    from tqdm.auto import tqdm
+                           peak_flops: Optional[float] = None, progress: bool = True, act_layer: str = "gelu",
+                           cpu_path: Optional[str] = None) -> List[Dict[str, Any]]:
+    """One result row per implementation of ``arch`` (ours first), with timm's results-CSV names.
 
+    ``cpu_path`` (``fused``/``plain``) forces our channel-mixing kernel for the whole run, so both paths
+    can be shown on one machine; by default the measured choice runs and the row names it."""
     if dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if batch_size < 1 or warmup < 1 or repeats < 1:
         raise ValueError("batch size, warm-up and repeats must all be at least 1")
     dev = resolve_device(device)
-    contenders = build_contenders(arch, dev, timm_twin=timm_twin, mmpretrain=mmpretrain)
+    contenders = build_contenders(arch, dev, timm_twin=timm_twin, mmpretrain=mmpretrain, act_layer=act_layer)
+    with forced_cpu_path(cpu_path):
+        return _benchmark_contenders(arch, dev, contenders, dtype, batch_size, warmup, repeats, compile, train,
+                                     train_batch_size, peak_flops, progress, act_layer)
+
+
+@contextlib.contextmanager
+def forced_cpu_path(path: Optional[str]) -> Iterator[None]:
+    """Run a block with ``$MIXER_ZOO_CPU_PATH`` set to ``path`` (None: leave the measured choice)."""
+    if path is None:
+        yield
+        return
+    if path not in ("auto", "fused", "plain"):
+        raise ValueError(f"cpu path must be auto, fused or plain, got {path!r}")
+    old = os.environ.get(PATH_ENV)
+    os.environ[PATH_ENV] = path
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(PATH_ENV, None)
+        else:
+            os.environ[PATH_ENV] = old
+
+
+def _benchmark_contenders(arch: str, dev: torch.device, contenders: List[Contender], dtype: str, batch_size: int,
+                          warmup: int, repeats: int, compile: bool, train: bool, train_batch_size: Optional[int],
+                          peak_flops: Optional[float], progress: bool, act_layer: str) -> List[Dict[str, Any]]:
+    from tqdm.auto import tqdm
+
     if compile:
         for c in contenders:
             c.forward = torch.compile(c.forward)
@@ -206,7 +241,7 @@ def benchmark_architecture(arch: str, device: str = "auto", dtype: str = "fp32",
     x = torch.randn(batch_size, 3, img_size, img_size, device=dev)
     xt = torch.randn(train_batch_size, 3, img_size, img_size, device=dev)
     target = torch.randint(0, 1000, (train_batch_size,), device=dev)
-    macs = counted_macs(arch, act_layer="gelu")
+    macs = counted_macs(arch, act_layer=act_layer)
     phases = 2 if train else 1
     bar = tqdm(total=phases * len(contenders) * (warmup + repeats), desc=f"bench {arch}", unit="step",
                disable=not progress, leave=False)
@@ -226,6 +261,8 @@ def benchmark_architecture(arch: str, device: str = "auto", dtype: str = "fp32",
         step = infer[i]["step_s"]
         row: Dict[str, Any] = dict(
             model=c.model_name, impl=c.impl, arch=arch, device=dev.type, dtype=dtype, compiled=compile,
+            act_layer=act_layer, cpu_path=_path_taken(c, dev, dtype) if c.impl == "mixer_zoo" else None,
+            isa=cpu_isa() if dev.type == "cpu" else None,
             param_count=sum(p.numel() for p in c.module.parameters()),
             infer_gmacs=round(macs / 1e9, 3), infer_gflops=round(2 * macs / 1e9, 3),
             infer_batch_size=batch_size, infer_img_size=img_size,
@@ -251,6 +288,56 @@ def benchmark_architecture(arch: str, device: str = "auto", dtype: str = "fp32",
     del contenders
     gc.collect()
     return rows
+
+
+def _path_taken(c: Contender, dev: torch.device, dtype: str) -> str:
+    """Which channel-mixing kernel our model ran: forced, or what the measurement chose for this run."""
+    forced = os.environ.get(PATH_ENV, "auto")
+    if dev.type != "cpu" or dtype != "fp32":
+        return "plain"
+    if forced != "auto":
+        return forced
+    width = c.module.embed_dim
+    taken = {path for key, path in chosen_paths().items() if key[3] == width}
+    return "+".join(sorted(taken)) or "plain"
+
+
+def load_time_vs_timm(arch: str, repeats: int = 3, workdir: Optional[str] = None) -> Dict[str, Any]:
+    """Seconds for ``create_model(..., pretrained=True)`` from one safetensors file, ours vs timm's ``MlpMixer``.
+
+    The file (random weights, timm layout) is read once before timing, so both load from a warm page cache;
+    runs alternate and the medians are compared. H/14 and S/8 use timm's class with the same dims."""
+    import tempfile
+
+    import timm
+    from safetensors.torch import save_file
+
+    a = ARCHITECTURES[arch]
+    twin = TIMM_EQUIVALENTS.get(arch, "mixer_l16_224")
+    twin_kwargs = {} if arch in TIMM_EQUIVALENTS else dict(
+        patch_size=a["patch_size"], num_blocks=a["num_blocks"], embed_dim=a["embed_dim"])
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        path = Path(tmp) / "model.safetensors"
+        model = timm.create_model(arch, device="meta")
+        save_file({k: torch.randn(v.shape) * 0.02 for k, v in model.state_dict().items()}, str(path))
+        path.read_bytes()  # warm the page cache
+        overlay = dict(file=str(path))
+        builds = {"mixer_zoo": lambda: timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=overlay),
+                  "timm": lambda: timm.create_model(twin, pretrained=True, pretrained_cfg_overlay=overlay,
+                                                    **twin_kwargs)}
+        times: Dict[str, List[float]] = {k: [] for k in builds}
+        for _ in range(repeats):
+            for impl, build in builds.items():
+                gc.collect()
+                start = time.perf_counter()
+                model = build()
+                times[impl].append(time.perf_counter() - start)
+                del model
+        size = path.stat().st_size
+    ours, theirs = statistics.median(times["mixer_zoo"]), statistics.median(times["timm"])
+    return dict(model=arch, timm_model=twin, file_mb=round(size / 2 ** 20, 1), load_s=round(ours, 3),
+                timm_load_s=round(theirs, 3), load_time_vs_timm=round(ours / theirs, 3), repeats=repeats,
+                hardware=hardware_name(torch.device("cpu")), date=datetime.date.today().isoformat())
 
 
 def _round(value: Optional[float], digits: int) -> Optional[float]:

@@ -36,12 +36,25 @@ def cpu_model_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_isa() -> str:
+    """The widest vector ISA the CPU reports: ``amx``, ``avx512``, ``avx2`` or ``other`` (from /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    for isa, flag in (("amx", "amx_tile"), ("avx512", "avx512f"), ("avx2", "avx2")):
+        if flag in flags:
+            return isa
+    return "other"
+
+
 def hardware_name(device: torch.device) -> str:
     """What the figures were measured on, in words (goes into every result row and the manifest)."""
     if device.type == "cuda":
         what = torch.cuda.get_device_name(device)
     else:
-        what = f"{cpu_model_name()} ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+        what = f"{cpu_model_name()} ({cpu_isa()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
     return f"{what}, torch {torch.__version__}"
 
 

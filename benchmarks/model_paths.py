@@ -1,0 +1,70 @@
+"""Ours vs timm's ``MlpMixer`` on every CPU path, same weights, interleaved -> benchmarks/results/<machine>/.
+
+    python benchmarks/model_paths.py                      # B/16 and S/32, batch 1/16/64, both GELUs, each path
+    python benchmarks/model_paths.py --models mixer_s32_zoo --batches 16 --paths plain --repeats 3
+
+Each configuration runs ours with the channel-mixing kernel forced (``fused``: oneDNN, ``plain``: GEMMs) and
+with the measured choice (``auto``), against timm in the same run; a training step and the pretrained load
+time (L/16, H/14 from one warm safetensors file) are timed too. The machine's CPU model and ISA name the
+folder, so results from an AVX2 and an AVX-512 machine sit side by side.
+"""
+import argparse
+import re
+from pathlib import Path
+
+from mixer_zoo.tools.bench import benchmark_architecture, load_time_vs_timm
+from mixer_zoo.tools.plots import plot_results
+from mixer_zoo.util.hardware import cpu_isa, cpu_model_name, matmul_peak_flops
+from mixer_zoo.util.report import format_table, write_csv, write_json
+
+RESULTS = Path(__file__).resolve().parent / "results"
+COLUMNS = ["model", "act_layer", "infer_batch_size", "cpu_path", "infer_samples_per_sec", "speedup_vs_timm",
+           "infer_mfu", "train_speedup_vs_timm"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="mixer_b16_zoo,mixer_s32_zoo")
+    parser.add_argument("--batches", default="1,16,64")
+    parser.add_argument("--gelus", default="gelu,gelu_tanh")
+    parser.add_argument("--paths", default="fused,plain,auto")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--train-batch-size", type=int, default=16)
+    parser.add_argument("--load-models", default="mixer_l16_zoo,mixer_h14_zoo", help="'' to skip load timing")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(min(torch.get_num_threads(), 16))
+    machine = re.sub(r"[^a-z0-9]+", "-", f"{cpu_model_name()} {cpu_isa()} {torch.get_num_threads()}t".lower()).strip("-")
+    out = RESULTS / machine
+    peak = matmul_peak_flops(torch.device("cpu"), torch.float32)
+    print(f"{cpu_model_name()} ({cpu_isa()}): fp32 matmul peak {peak / 1e9:.0f} GFLOP/s")
+    rows = []
+    for arch in args.models.split(","):
+        for act in args.gelus.split(","):
+            for batch in (int(b) for b in args.batches.split(",")):
+                for path in args.paths.split(","):
+                    train = path == "auto" and batch == int(args.batches.split(",")[0])
+                    got = benchmark_architecture(arch, device="cpu", batch_size=batch, repeats=args.repeats,
+                                                 warmup=2, train=train, train_batch_size=args.train_batch_size,
+                                                 peak_flops=peak, act_layer=act, cpu_path=path, progress=False)
+                    for row in got:
+                        row["forced_path"] = path
+                        row["matmul_peak_gflops"] = round(peak / 1e9, 1)
+                    rows.extend(got)
+                    print(format_table([r for r in got], [c for c in COLUMNS if any(c in r for r in got)]))
+    loads = [load_time_vs_timm(a) for a in args.load_models.split(",") if a]
+    if loads:
+        print(format_table(loads, ["model", "timm_model", "file_mb", "load_s", "timm_load_s", "load_time_vs_timm"]))
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "model_paths.json", rows)
+    write_csv(out / "model_paths.csv", rows)
+    if loads:
+        write_json(out / "load_time.json", loads)
+    plot_results([r for r in rows if r["impl"] == "mixer_zoo"], str(out / "model_paths.png"),
+                 title=f"{cpu_model_name()} ({cpu_isa()})")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

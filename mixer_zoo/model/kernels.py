@@ -1,0 +1,82 @@
+"""The channel-mixing kernels of CPU inference and the measured choice between them.
+
+oneDNN's fused ``_linear_pointwise`` (bias + GELU, bias + residual in the GEMM epilogues) is faster than plain
+GEMMs on AVX-512 CPUs and slower on AVX2-only ones, so which one runs is decided by timing both on the
+first call for each device, dtype, shape and GELU, not by guessing from the ISA.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Dict, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _mkldnn_linear_pointwise_available() -> bool:
+    try:
+        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    except (AttributeError, RuntimeError):
+        return False
+
+
+PATH_ENV = "MIXER_ZOO_CPU_PATH"
+"""``fused`` / ``plain`` force the channel-mixing kernel of eager CPU inference; ``auto`` (default) measures."""
+
+_FUSED_AVAILABLE = _mkldnn_linear_pointwise_available()
+_CHOSEN_PATH: Dict[Tuple[str, str, int, int, int, str], str] = {}
+"""Measured winner per (device, dtype, rows, width, hidden, GELU): filled on first use, once per process."""
+
+
+def channel_mlp_plain(y: torch.Tensor, x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
+                      b2: torch.Tensor, approximate: str) -> torch.Tensor:
+    """``x + fc2(gelu(fc1(y)))`` on ``(rows, C)`` views; the residual enters the second GEMM as its beta=1 input."""
+    h = F.gelu(torch.addmm(b1, y, w1.t()), approximate=approximate)
+    return torch.addmm(x, h, w2.t()).add_(b2)
+
+
+def channel_mlp_fused(y: torch.Tensor, x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
+                      b2: torch.Tensor, approximate: str) -> torch.Tensor:
+    """The same through oneDNN: bias+GELU in the first GEMM's epilogue, bias+residual in the second's."""
+    h = torch.ops.mkldnn._linear_pointwise(y, w1, b1, "gelu", [], approximate)
+    return torch.ops.mkldnn._linear_pointwise.binary(h, x, w2, b2, "add")
+
+
+def _median_time(fn: Callable[[], torch.Tensor], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def channel_path(y: torch.Tensor, x: torch.Tensor, fc1: nn.Linear, fc2: nn.Linear, approximate: str) -> str:
+    """``fused`` or ``plain``: whichever is faster *here*, timed once per device, dtype, shape and GELU.
+
+    oneDNN's fused kernels win on AVX-512 CPUs and lose on AVX2-only ones (measured on both), so the choice
+    cannot be made from the ISA name alone; ``$MIXER_ZOO_CPU_PATH`` forces one for benchmarks.
+    """
+    forced = os.environ.get(PATH_ENV, "auto")
+    if forced not in ("auto", "fused", "plain"):
+        raise ValueError(f"${PATH_ENV} must be auto, fused or plain, got {forced!r}")
+    if not _FUSED_AVAILABLE or y.device.type != "cpu" or y.dtype != torch.float32:
+        return "plain"
+    if forced != "auto":
+        return forced
+    key = (str(y.device), str(y.dtype), y.shape[0], y.shape[1], fc1.out_features, approximate)
+    if key not in _CHOSEN_PATH:
+        args = (y, x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, approximate)
+        runs = {name: (lambda f=f: f(*args))
+                for name, f in (("fused", channel_mlp_fused), ("plain", channel_mlp_plain))}
+        for run in runs.values():
+            run()  # warm-up: oneDNN builds its primitive on the first call
+        _CHOSEN_PATH[key] = min(runs, key=lambda name: _median_time(runs[name], 3))
+    return _CHOSEN_PATH[key]
+
+
+def chosen_paths() -> Dict[Tuple[str, str, int, int, int, str], str]:
+    """The choices measured so far in this process (benchmarks report them)."""
+    return dict(_CHOSEN_PATH)
