@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from mixer_zoo.tools import publish as hub
+from mixer_zoo.weights import integrity
 from mixer_zoo.cli import main
 from mixer_zoo.tools.convert import convert_tag
 from mixer_zoo.weights.download import cached_path, sha256_of
@@ -139,13 +140,48 @@ def test_a_corrupted_cached_file_is_caught_by_the_sha256_check(converted, offlin
         assert part in message
 
 
-def test_without_a_recorded_sha256_the_cached_file_is_loaded_unchecked(converted, offline_cache, images,
-                                                                       reference_logits):
-    assert get_entry(TAG)["converted"]["sha256"] is None  # nothing published yet: nothing to compare with
+def test_without_a_recorded_sha256_the_files_own_record_catches_a_flipped_byte(converted, offline_cache, images,
+                                                                               reference_logits):
+    assert get_entry(TAG)["converted"]["sha256"] is None  # nothing published yet: the manifest cannot tell
     snapshot = populate_hub_cache(offline_cache, REPO, converted[1])
+    torch.testing.assert_close(logits(timm.create_model(TAG, pretrained=True), images), reference_logits,
+                               rtol=0, atol=0)
     corrupt_one_weight(snapshot / "model.safetensors")
-    model = timm.create_model(TAG, pretrained=True)
-    assert not torch.equal(logits(model, images), reference_logits)
+    with pytest.raises(hub.WeightsError) as err:
+        timm.create_model(TAG, pretrained=True)
+    message = str(err.value)
+    assert "\n" not in message
+    for part in (TAG, str(snapshot / "model.safetensors"), "content sha256 mismatch", f"mixer-zoo cache verify {TAG}",
+                 f"mixer-zoo cache clean {TAG}"):
+        assert part in message
+
+
+def test_a_broken_header_names_the_file_and_the_remedy(converted, offline_cache):
+    snapshot = populate_hub_cache(offline_cache, REPO, converted[1])
+    raw = bytearray((snapshot / "model.safetensors").read_bytes())
+    raw[8] ^= 0xFF  # the header's opening brace: safetensors itself cannot parse it
+    (snapshot / "model.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(hub.WeightsError) as err:
+        timm.create_model(TAG, pretrained=True)
+    message = str(err.value)
+    assert "\n" not in message and str(snapshot / "model.safetensors") in message
+    assert f"mixer-zoo cache clean {TAG}" in message
+
+
+def test_a_config_from_another_conversion_is_refused(converted, tmp_path):
+    folder = tmp_path / "mixed"
+    shutil.copytree(converted[1], folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["integrity"]["weights_content_sha256"] = "0" * 64
+    config["integrity"]["config_sha256"] = integrity.config_sha256(config)  # a well-formed record, other weights
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(hub.WeightsError, match="belongs to other weights") as err:
+        timm.create_model(f"local-dir:{folder}", pretrained=True)
+    assert str(folder / "config.json") in str(err.value) and "--force" in str(err.value)
+    config["pretrained_cfg"]["crop_pct"] = 0.5  # an edited (or bit-flipped) value breaks its own record
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(hub.WeightsError, match="config sha256 mismatch"):
+        timm.create_model(f"local-dir:{folder}", pretrained=True)
 
 
 def test_cache_dir_argument_is_used_for_download_and_check(converted, offline_cache, tmp_path, monkeypatch):
