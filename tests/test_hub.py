@@ -379,3 +379,63 @@ def test_install_in_cache_makes_pretrained_true_work_offline(converted, offline_
     assert sorted(p.name for p in snapshot.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     model = timm.create_model(TAG, pretrained=True)
     torch.testing.assert_close(logits(model, images), reference_logits, rtol=0, atol=0)
+
+
+# ---- concurrent and hostile installs (issue 14), on a tiny Mixer ---------------------------------------------
+
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+
+from integrity_helpers import leftovers, make_tiny_npz, tiny_architecture  # noqa: E402
+
+
+@pytest.fixture
+def tiny_folder(tmp_path, monkeypatch):
+    pytest.importorskip("flax")
+    monkeypatch.setenv("MIXER_ZOO_CACHE", str(tmp_path / "locks"))
+    with tiny_architecture():
+        npz = make_tiny_npz(cached_path(get_entry(TAG)["source"]["url"], tmp_path / "downloads"), seed=5)
+        yield convert_tag(TAG, tmp_path / "converted", cache_dir=tmp_path / "downloads", progress=False), npz
+
+
+def test_concurrent_installs_of_one_repo_all_succeed_and_load(tiny_folder, offline_cache):
+    folder, _ = tiny_folder
+    with ThreadPoolExecutor(4) as pool:
+        snapshots = list(pool.map(lambda _: hub.install_in_cache(folder, REPO), range(4)))
+    assert len(set(snapshots)) == 1
+    assert sorted(p.name for p in snapshots[0].iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    model = timm.create_model(TAG, pretrained=True)
+    want = load_file(str(folder / "model.safetensors"))
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in want.items())
+    assert leftovers(offline_cache) == []
+
+
+def test_a_symlink_planted_in_the_snapshot_is_not_written_through(tiny_folder, offline_cache, tmp_path):
+    folder, _ = tiny_folder
+    rows = hub.publish_plan(folder, REPO)
+    revision = __import__("hashlib").sha1("".join(r["sha256"] for r in rows).encode()).hexdigest()
+    snapshot = offline_cache / f"models--{REPO.replace('/', '--')}" / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (snapshot / ".model.safetensors.partial").symlink_to(victim)  # the old fixed temp name
+    (snapshot / "model.safetensors").symlink_to(victim)  # and the target itself
+    hub.install_in_cache(folder, REPO)
+    assert victim.read_text() == "precious"
+    assert sha256_of(snapshot / "model.safetensors") == sha256_of(folder / "model.safetensors")
+    assert not (snapshot / "model.safetensors").is_symlink()
+
+
+def test_a_folder_changing_during_install_is_refused(tiny_folder, offline_cache, monkeypatch):
+    folder, _ = tiny_folder
+    real_plan = hub.publish_plan
+
+    def plan_then_change(*args, **kwargs):
+        rows = real_plan(*args, **kwargs)
+        corrupt_one_weight(folder / "model.safetensors")  # after validation, before the copy
+        return rows
+
+    monkeypatch.setattr(hub, "publish_plan", plan_then_change)
+    with pytest.raises(hub.PublishError, match="changed while being copied"):
+        hub.install_in_cache(folder, REPO)
+    assert leftovers(offline_cache) == []
+    assert not list(offline_cache.rglob("model.safetensors"))

@@ -80,14 +80,16 @@ def batches_dir(data_root: Union[str, Path]) -> Path:
 
 def _integer_labels(labels: Any, path: Path) -> np.ndarray:
     """Labels as int64, refusing anything that is not an integer already (1.7 must not become class 1)."""
+    values = labels.tolist() if isinstance(labels, np.ndarray) else labels
+    if not isinstance(values, list):
+        raise ValueError(f"{path}: 'labels' must be a list of integers, got {type(labels).__name__}")
+    bad = next((v for v in values if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))), None)
+    if bad is not None:
+        raise ValueError(f"{path}: 'labels' must be integers in 0..9, found {bad!r}")
     try:
-        lab = np.asarray(labels)
-    except Exception as e:  # ragged or odd objects from a damaged file
-        raise ValueError(f"{path}: 'labels' is not a list of integers ({type(e).__name__})") from None
-    if lab.dtype.kind not in "iu":
-        bad = next((v for v in np.ravel(lab) if not isinstance(v, (int, np.integer)) or isinstance(v, bool)), None)
-        raise ValueError(f"{path}: 'labels' must be integers in 0..9, found {bad!r} ({lab.dtype})")
-    return lab.astype(np.int64)
+        return np.asarray(values, dtype=np.int64)
+    except OverflowError:
+        raise ValueError(f"{path}: 'labels' must be integers in 0..9, found one beyond int64") from None
 
 
 def load_split(data_root: Union[str, Path], split: str) -> tuple:
