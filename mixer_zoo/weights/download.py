@@ -166,7 +166,7 @@ def _fetch_into(url: str, part: Path, timeout: float, progress: bool) -> Optiona
 
 
 def _cached_is_good(dest: Path, sha256: Optional[str], validate: Optional[Callable[[Path], None]]) -> bool:
-    if not is_regular_file(dest):
+    if not dest.is_file():  # (a link the user made to a file is read, never written through)
         return False
     if sha256 is not None:
         return sha256_of(dest) == sha256
