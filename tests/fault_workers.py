@@ -83,6 +83,11 @@ def run(task: Dict[str, Any]) -> None:
                     huggingface_hub.constants.HF_HUB_CACHE = task["hub_cache"]
                 result = _cli(task["argv"])
             elif action == "load":
+                if task.get("endpoint"):  # download through huggingface_hub from a local "Hub"
+                    huggingface_hub.constants.HF_HUB_OFFLINE = False
+                    huggingface_hub.constants.ENDPOINT = task["endpoint"]
+                    huggingface_hub.constants.HUGGINGFACE_CO_URL_TEMPLATE = (
+                        task["endpoint"] + "/{repo_id}/resolve/{revision}/{filename}")
                 result = _load(task["hub_cache"], task.get("attempts", 40))
             else:
                 raise ValueError(f"unknown action {action!r}")

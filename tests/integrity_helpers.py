@@ -72,6 +72,7 @@ class LocalServer:
         self.honour_range = True
         self.send_length = True
         self.redirects: Dict[str, str] = {}
+        self.headers: Dict[str, Dict[str, str]] = {}  # extra response headers per path (a Hub endpoint's)
         self.chunk_delay = chunk_delay
         self.lock = threading.Lock()
         server = self
@@ -85,6 +86,9 @@ class LocalServer:
             def do_GET(self):
                 server.handle(self)
 
+            def do_HEAD(self):
+                server.handle(self, head=True)
+
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
@@ -94,12 +98,12 @@ class LocalServer:
     def url(self, path: str) -> str:
         return self.base + path
 
-    def handle(self, h: BaseHTTPRequestHandler) -> None:
+    def handle(self, h: BaseHTTPRequestHandler, head: bool = False) -> None:
         header = h.headers.get("Range")
         with self.lock:
-            record = dict(path=h.path, range=header, status=None, sent=0)
+            record = dict(path=h.path, range=header, status=None, sent=0, method="HEAD" if head else "GET")
             self.requests.append(record)
-            cut = self.cut_after.pop(0) if self.cut_after else None
+            cut = None if head else self.cut_after.pop(0) if self.cut_after else None
         if h.path in self.redirects:
             record["status"] = 302
             h.send_response(302)
@@ -125,7 +129,11 @@ class LocalServer:
             h.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
         if self.send_length:
             h.send_header("Content-Length", str(len(part)))
+        for key, value in self.headers.get(h.path, {}).items():
+            h.send_header(key, value)
         h.end_headers()
+        if head:
+            return
         limit = len(part) if cut is None else min(cut, len(part))
         try:
             for offset in range(0, limit, self.CHUNK):  # bounded: one pass over the body

@@ -245,6 +245,40 @@ def test_concurrent_installs_and_loads(procs, world):
     assert TALLY["concurrency"][0] == TALLY["concurrency"][1]
 
 
+def _local_hub(weights: bytes, **knobs) -> LocalServer:
+    """A "Hub" on 127.0.0.1 serving TAG's model.safetensors the way huggingface_hub asks for it."""
+    path = f"/{REPO}/resolve/main/model.safetensors"
+    server = LocalServer({path: weights}, **knobs)
+    server.headers[path] = {"X-Repo-Commit": "c" * 40, "ETag": f'"{hashlib.sha256(weights).hexdigest()}"'}
+    return server
+
+
+@pytest.mark.parametrize("served", ["intact", "cut once", "bit-flipped"])
+def test_concurrent_pretrained_loads_from_a_local_hub(procs, world, served):
+    weights = (world["ref"] / "model.safetensors").read_bytes()
+    body = _flipped(weights, len(weights) - 1000, 3) if served == "bit-flipped" else weights
+    server = _local_hub(body, chunk_delay=0.005)
+    if served == "cut once":
+        server.cut_after = [len(body) // 2]
+    hub = world["root"] / f"hub-remote-{served.replace(' ', '-')}"
+    try:
+        loaders = [start(procs, world, f"rl{i}", action="load", hub_cache=str(hub), endpoint=server.base, attempts=1)
+                   for i in range(N)]
+        for p in loaders:
+            result, stderr = finish(p)
+            outcome = result["outcomes"][-1] if result and result.get("outcomes") else result
+            if outcome and outcome.get("ok"):
+                ok = served != "bit-flipped" and outcome["digest"] == world["digest"]
+            else:
+                ok = (outcome and outcome.get("error") == "WeightsError" and "\n" not in outcome["message"]
+                      and (served != "bit-flipped" or "content sha256 mismatch" in outcome["message"]))
+                NOTES[f"loads refused ({served} Hub file)"] += bool(ok)
+            record("concurrency", ok and "Traceback" not in stderr, what=f"{served}: {outcome}")
+    finally:
+        server.close()
+    assert any(r["path"] == f"/{REPO}/resolve/main/model.safetensors" and r["method"] == "GET" for r in server.requests)
+
+
 # ---- SIGKILL at a random point, then the same command again ------------------------------------------------
 
 def _calibrate(procs, world, name, **task):
@@ -259,14 +293,14 @@ def test_killed_conversions_leave_nothing_a_rerun_does_not_fix(procs, world):
     base.mkdir()
     duration, _ = _calibrate(procs, world, "kc-cal", action="cli",
                              argv=["convert", str(world["npz"]), "--out", str(base / "cal"), "--quiet"])
-    for i in range(8):
+    for i in range(10):
         out = base / f"out{i}"
         over_old = i % 2 == 1  # --force over a folder holding other weights
         if over_old:
             assert cli_main(["convert", str(world["other"]), "--out", str(out), "--quiet"]) == 0
         argv = ["convert", str(world["npz"]), "--out", str(out), "--quiet"] + (["--force"] if over_old else [])
         p = start(procs, world, f"kc{i}", action="cli", argv=argv)
-        time.sleep(rng.uniform(0.0, duration))
+        time.sleep(rng.uniform(0.0, 0.8 * duration))  # mostly inside the run (its exit takes the rest)
         kill(p)
         state = folder_state(out) if out.exists() else ("absent", None)
         staged = bool(leftovers(base))
