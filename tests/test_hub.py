@@ -439,3 +439,13 @@ def test_a_folder_changing_during_install_is_refused(tiny_folder, offline_cache,
         hub.install_in_cache(folder, REPO)
     assert leftovers(offline_cache) == []
     assert not list(offline_cache.rglob("model.safetensors"))
+
+
+def test_convert_all_reconverts_a_damaged_folder_even_without_a_recorded_sha256(tiny_folder, tmp_path):
+    assert get_entry(TAG)["converted"]["sha256"] is None
+    out = tmp_path / "all"
+    first = hub.convert_all(out, [TAG], cache_dir=tmp_path / "downloads", progress=False)
+    assert hub.convert_all(out, [TAG], cache_dir=tmp_path / "downloads", progress=False)[0]["converted"] == "up to date"
+    corrupt_one_weight(out / TAG / "model.safetensors")  # its own content record no longer matches
+    again = hub.convert_all(out, [TAG], cache_dir=tmp_path / "downloads", progress=False)
+    assert again[0]["converted"] == "converted" and again[0]["sha256"] == first[0]["sha256"]

@@ -10,7 +10,9 @@ from ..model.architectures import ARCHITECTURES
 from ..util.files import atomic_copy, atomic_write_text, locked, remove_temps
 from ..util.report import error_summary, first_line
 from ..weights.download import sha256_of
-from ..weights.hub_cache import CARD_FILE, CONFIG_FILE, NEEDED_TO_LOAD, PUBLISHED_FILES, WEIGHTS_FILE, WeightsError
+from ..weights.hub_cache import (CARD_FILE, CONFIG_FILE, NEEDED_TO_LOAD, PUBLISHED_FILES, WEIGHTS_FILE, WeightsError,
+                                 check_weights_file)
+from ..weights.integrity import IntegrityError
 from ..weights.manifest import ManifestError, manifest_path, record_converted, weights_entries
 from .convert import convert_tag
 
@@ -231,7 +233,14 @@ def remote_weights_sha256(repo_id: str, token: Optional[str] = None) -> Optional
 # ---- convert-all ------------------------------------------------------------------------------------------------
 
 def _folder_is_complete(folder: Path) -> bool:
-    return all((folder / name).is_file() for name in PUBLISHED_FILES)
+    """Every published file is there and the weights and config pass their integrity records."""
+    if not all((folder / name).is_file() for name in PUBLISHED_FILES):
+        return False
+    try:
+        check_weights_file(folder / WEIGHTS_FILE, folder / CONFIG_FILE)
+    except IntegrityError:
+        return False
+    return True
 
 
 def convert_all(out_dir: PathLike, tags: Optional[Iterable[str]] = None, publish: bool = False,

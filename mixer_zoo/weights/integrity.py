@@ -44,8 +44,8 @@ def read_safetensors_header(path: PathLike) -> Tuple[Dict[str, Any], int]:
         blob = f.read(length)
     try:
         header = json.loads(blob.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise IntegrityError(f"{path}: broken safetensors header: {e}") from None
+    except (ValueError, RecursionError) as e:  # not UTF-8, not JSON, or nested beyond reason
+        raise IntegrityError(f"{path}: broken safetensors header: {type(e).__name__}: {e}") from None
     if not isinstance(header, dict) or not isinstance(header.get("__metadata__", {}), dict):
         raise IntegrityError(f"{path}: broken safetensors header: not a JSON object with a __metadata__ object")
     return header, 8 + length
@@ -127,8 +127,8 @@ def verify_config(path: PathLike, weights_content: Optional[str]) -> bool:
     path = Path(path)
     try:
         config = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise IntegrityError(f"{path}: not valid JSON: {e}") from None
+    except (ValueError, RecursionError) as e:
+        raise IntegrityError(f"{path}: not valid JSON: {type(e).__name__}: {e}") from None
     if not isinstance(config, dict):
         raise IntegrityError(f"{path}: not a JSON object")
     record = config.get(CONFIG_KEY)
