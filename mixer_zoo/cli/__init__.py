@@ -28,7 +28,7 @@ SUBCOMMANDS = {
     "manifest": ("mixer_zoo.cli.manifest", "validate weights_manifest.json against its schema and cross-check it with the code"),
     "publish": ("mixer_zoo.cli.publish", "upload a converted folder as a timm-compatible Hugging Face Hub repo (--dry-run validates)"),
     "convert-all": ("mixer_zoo.cli.convert_all", "convert (and publish) every manifest tag, skipping what is up to date"),
-    "cache": ("mixer_zoo.cli.cache", "verify every cached copy of a tag's files (Hub snapshot, source download) or clean them"),
+    "cache": ("mixer_zoo.cli.cache", "verify or clean every cached copy of a tag's files (Hub snapshot, download)"),
 }
 
 
@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
-        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback of an error")
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the full traceback of an error")
         importlib.import_module(module).configure_parser(p)
     return parser
 

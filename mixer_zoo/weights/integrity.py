@@ -110,7 +110,8 @@ def config_sha256(config: Mapping[str, Any]) -> str:
     record = dict(body.get(CONFIG_KEY) or {})
     record.pop("config_sha256", None)
     body[CONFIG_KEY] = record
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()).hexdigest()
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def seal_config(config: Dict[str, Any], weights_content_sha256: str) -> Dict[str, Any]:
