@@ -25,3 +25,32 @@ def test_list_prints_every_architecture_with_exact_params():
 def test_unknown_subcommand_exits_non_zero():
     result = run_cli("frobnicate")
     assert result.returncode != 0 and "invalid choice" in result.stderr
+
+
+def test_errors_are_one_line_naming_the_file_and_debug_shows_the_traceback(tmp_path, capsys):
+    from mixer_zoo.cli import main
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    src = tmp_path / "x.npz"
+    src.write_bytes(b"PK\x05\x06" + b"\0" * 18)  # an empty zip: no arrays
+    assert main(["convert", str(src), "--out", str(tmp_path / "out")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and str(src) in lines[0], lines
+    assert main(["manifest", "check", "--manifest", str(blocker / "m.json")]) == 2  # an OSError: ENOTDIR
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"mixer-zoo manifest: error: {blocker / 'm.json'}: Not a directory"], lines
+    for argv in (["--debug", "convert", str(src), "--out", str(tmp_path / "out")],
+                 ["convert", str(src), "--out", str(tmp_path / "out"), "--debug"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" in err and err.strip().splitlines()[-1].startswith("mixer-zoo convert: error: ")
+
+
+def test_an_os_error_names_its_file():
+    from mixer_zoo.cli import error_line
+
+    assert error_line(OSError(28, "No space left on device", "/data/out/model.safetensors")) == \
+        "/data/out/model.safetensors: No space left on device"
+    assert error_line(KeyError("weights")) == "weights"
+    assert error_line(ValueError("first\nsecond")) == "first (...)"

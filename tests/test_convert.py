@@ -329,3 +329,200 @@ def test_pickled_pth_is_refused_without_unpickling(tmp_path, capsys):
     torch.save({"state_dict": {"x": torch.zeros(1)}, "hook": Path("/")}, evil)  # a non-allowlisted class
     out = tmp_path / "out"
     _assert_clean_failure(capsys, ["convert", str(evil), "--out", str(out)], out, "not a loadable weights-only", evil)
+
+
+# ---- integrity under faults (issue 14), on a tiny Mixer ----------------------------------------------------------
+
+import os  # noqa: E402
+import tracemalloc  # noqa: E402
+import zipfile  # noqa: E402
+
+from integrity_helpers import TINY, leftovers, make_tiny_npz, one_line_error, tiny_architecture  # noqa: E402
+from mixer_zoo.formats import timm_folder  # noqa: E402
+from mixer_zoo.weights.integrity import verify_config, verify_safetensors  # noqa: E402
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    """A tiny official npz (its architecture stands in for mixer_s32_zoo) and a private lock/cache folder."""
+    pytest.importorskip("flax")
+    monkeypatch.setenv("MIXER_ZOO_CACHE", str(tmp_path / "cache"))
+    with tiny_architecture():
+        yield make_tiny_npz(tmp_path / "src" / "Mixer-T.npz", num_classes=10, seed=3)
+
+
+def _cli(capsys, *argv):
+    code = cli_main(list(argv))
+    return code, capsys.readouterr().err
+
+
+def _assert_complete(folder, npz):
+    weights = folder / "model.safetensors"
+    content = verify_safetensors(weights)
+    assert content and verify_config(folder / "config.json", content)
+    expected = npz_to_timm_state_dict(load_official_npz(npz))
+    got = load_file(str(weights))
+    assert got.keys() == expected.keys() and all(torch.equal(got[k], v) for k, v in expected.items())
+
+
+def test_a_flipped_byte_inside_a_kernel_fails_the_zip_crc(tiny, tmp_path, capsys):
+    members = {i.filename: i for i in zipfile.ZipFile(tiny).infolist()}
+    info = members["MixerBlock_1/channel_mixing/Dense_0/kernel.npy"]
+    raw = bytearray(tiny.read_bytes())
+    middle = info.header_offset + 30 + len(info.filename) + 128 + info.file_size // 2
+    raw[middle] ^= 0x04
+    raw[middle + 1] ^= 0x40  # still finite floats: only the CRC can tell
+    bitrot = tmp_path / "bitrot.npz"
+    bitrot.write_bytes(bytes(raw))
+    out = tmp_path / "out"
+    code, err = _cli(capsys, "convert", str(bitrot), "--out", str(out), "--quiet")
+    line = one_line_error(err, "convert")
+    assert code == 2 and line and str(bitrot) in line and "CRC-32" in line and "channel_mixing/Dense_0/kernel" in line
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+def _zip_with(path, name, header_shape, data=b"\0" * 64, compress=zipfile.ZIP_STORED, dtype="<f4"):
+    header = {"descr": dtype, "fortran_order": False, "shape": header_shape}
+    with zipfile.ZipFile(path, "w", compress) as zf, zf.open(name, "w") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        f.write(data)
+    return path
+
+
+def test_sizes_declared_in_headers_are_checked_before_allocating(tmp_path, capsys):
+    cases = {"stored": _zip_with(tmp_path / "stored.npz", "stem/kernel.npy", (65536, 65536)),
+             "deflated": _zip_with(tmp_path / "deflated.npz", "stem/kernel.npy", (65536, 65536),
+                                   compress=zipfile.ZIP_DEFLATED)}
+    for name, path in cases.items():
+        assert path.stat().st_size < 30_000  # a small file declaring 16 GiB
+        tracemalloc.start()
+        code, err = _cli(capsys, "convert", str(path), "--out", str(tmp_path / name), "--quiet")
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        line = one_line_error(err, "convert")
+        assert code == 2 and line and str(path) in line and "stem/kernel" in line, err
+        assert peak < 64 << 20, f"{name}: {peak} bytes allocated"
+
+
+@pytest.mark.parametrize("dtype, words", [(">f4", "big-endian"), ("<f16", "float128"), ("<f2", None)])
+def test_unsupported_float_dtypes_are_one_line(tiny, tmp_path, capsys, dtype, words):
+    arrays = load_official_npz(tiny)
+    arrays["stem/bias"] = arrays["stem/bias"].astype(np.dtype(dtype))
+    src = _save(tmp_path / "odd.npz", arrays)
+    code, err = _cli(capsys, "convert", str(src), "--out", str(tmp_path / "out"), "--quiet")
+    if words is None:  # float16 converts (to float32)
+        assert code == 0, err
+        return
+    line = one_line_error(err, "convert")
+    assert code == 2 and line and words in line and "stem/bias" in line and str(src) in line
+
+
+def test_a_head_with_zero_classes_is_rejected(tiny, tmp_path, capsys):
+    arrays = load_official_npz(tiny)
+    arrays["head/kernel"] = np.zeros((TINY["embed_dim"], 0), np.float32)
+    arrays["head/bias"] = np.zeros((0,), np.float32)
+    src = _save(tmp_path / "headless.npz", arrays)
+    code, err = _cli(capsys, "convert", str(src), "--out", str(tmp_path / "out"), "--quiet")
+    line = one_line_error(err, "convert")
+    assert code == 2 and line and "0 classes" in line and not (tmp_path / "out").exists()
+
+
+
+def test_export_onto_a_folder_is_one_line(tiny, tmp_path, capsys):
+    folder = convert_npz(tiny, tmp_path / "folder", progress=False)
+    for to in ("mmpretrain", "npz"):
+        code, err = _cli(capsys, "convert", str(folder), "--to", to, "--out", str(tmp_path))
+        line = one_line_error(err, "convert")
+        assert code == 2 and line and "is a folder" in line and str(tmp_path) in line
+
+
+def test_out_dot_in_an_empty_folder(tiny, tmp_path, capsys, monkeypatch):
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    code, err = _cli(capsys, "convert", str(tiny), "--out", ".", "--quiet")
+    assert code == 0, err
+    assert sorted(p.name for p in here.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    _assert_complete(here, tiny)
+
+
+def test_stale_staging_of_a_killed_run_is_removed_by_the_next(tiny, tmp_path):
+    out = tmp_path / "out"
+    beside = tmp_path / ".out.k1ll3d_x.partial"  # what mkdtemp made beside a new output
+    beside.mkdir()
+    (beside / "model.safetensors").write_bytes(b"\0" * 1000)
+    unrelated = tmp_path / ".out.x.abcdefgh.partial"  # staging of an output named "out.x": not ours to remove
+    unrelated.mkdir()
+    convert_npz(tiny, out, progress=False)
+    assert not beside.exists() and unrelated.exists()
+    inside = out / (timm_folder.STAGING_PREFIX + "k1ll3d_.partial")
+    inside.mkdir()
+    convert_npz(tiny, out, force=True, progress=False)
+    assert not inside.exists()
+    _assert_complete(out, tiny)
+
+
+def test_force_never_leaves_old_config_with_new_weights(tiny, tmp_path, monkeypatch):
+    out = convert_npz(tiny, tmp_path / "out", progress=False)
+    other = make_tiny_npz(tmp_path / "src" / "other.npz", num_classes=10, seed=4)
+    real_replace = os.replace
+    calls = []
+
+    def fail_after_the_weights(src, dst):
+        calls.append(Path(dst).name)
+        if Path(dst).name == "README.md":
+            raise OSError(5, "Input/output error")  # a rename failing midway through the commit
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(timm_folder.os, "replace", fail_after_the_weights)
+    with pytest.raises(OSError):
+        convert_npz(other, out, force=True, progress=False)
+    monkeypatch.setattr(timm_folder.os, "replace", real_replace)
+    assert calls[0] == "model.safetensors"
+    assert not (out / "config.json").exists()  # removed before the new weights went in: never a mixed pair
+    with pytest.raises(FileNotFoundError):
+        timm.create_model(f"local-dir:{out}", pretrained=True)
+    convert_npz(other, out, force=True, progress=False)
+    _assert_complete(out, other)
+    assert leftovers(tmp_path) == []
+
+
+def _mount_tmpfs(path, options):
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'mount failed'}): needs root")
+
+
+@pytest.fixture
+def mounts(tmp_path):
+    mounted = []
+
+    def mount(name, options):
+        path = tmp_path / name
+        _mount_tmpfs(path, options)
+        mounted.append(path)
+        return path
+    yield mount
+    for path in mounted:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def test_a_mount_point_as_out(tiny, mounts, capsys):
+    point = mounts("mnt", "size=4m")
+    code, err = _cli(capsys, "convert", str(tiny), "--out", str(point), "--quiet")
+    assert code == 0, err
+    _assert_complete(point, tiny)
+    assert leftovers(point) == []
+
+
+def test_read_only_and_full_destinations_are_one_line_and_leave_nothing(tiny, mounts, capsys):
+    read_only = mounts("ro", "ro,size=1m")
+    code, err = _cli(capsys, "convert", str(tiny), "--out", str(read_only / "out"), "--quiet")
+    line = one_line_error(err, "convert")
+    assert code == 2 and line and "Read-only file system" in line and str(read_only) in line
+    full = mounts("full", "size=64k")  # the tiny weights alone are about 200 KB
+    code, err = _cli(capsys, "convert", str(tiny), "--out", str(full / "out"), "--quiet")
+    line = one_line_error(err, "convert")
+    assert code == 2 and line and "No space left on device" in line and str(full / "out") in line
+    assert list(full.iterdir()) == []

@@ -123,3 +123,98 @@ def test_cache_dir_comes_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("MIXER_ZOO_CACHE", str(tmp_path / "c"))
     url = "https://storage.googleapis.com/mixer_models/sam/Mixer-B_16.npz"
     assert cached_path(url) == tmp_path / "c" / "storage.googleapis.com" / "mixer_models" / "sam" / "Mixer-B_16.npz"
+
+
+# ---- integrity under concurrency and faults (issue 14) --------------------------------------------------------
+
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+
+from integrity_helpers import LocalServer, leftovers  # noqa: E402
+from mixer_zoo.weights.download import DownloadError  # noqa: E402
+
+
+@pytest.fixture
+def local():
+    s = LocalServer({"/ckpt/Mixer-T.npz": PAYLOAD, "/other/x.npz": b"elsewhere"})
+    yield s
+    s.close()
+
+
+def test_concurrent_downloads_of_one_file_all_get_it_whole_from_one_request(local, tmp_path):
+    local.chunk_delay = 0.01  # ~0.5 s per download: the four calls overlap
+    url = local.url("/ckpt/Mixer-T.npz")
+    with ThreadPoolExecutor(4) as pool:
+        paths = list(pool.map(lambda _: download(url, cache_dir=tmp_path, progress=False), range(4)))
+    assert len(set(paths)) == 1 and paths[0].read_bytes() == PAYLOAD
+    assert len(local.requests) == 1  # the others waited on the lock and found the finished file
+    assert leftovers(tmp_path) == []
+
+
+def test_a_cut_response_without_content_length_is_never_cached_as_final(local, tmp_path):
+    local.send_length = False
+    local.cut_after = [1 << 20]
+    path = download(local.url("/ckpt/Mixer-T.npz"), cache_dir=tmp_path, progress=False)
+    assert path.read_bytes() == PAYLOAD  # the Range probe found the rest
+    assert [r["status"] for r in local.requests] == [200, 206]
+    local.requests.clear()
+    local.honour_range = False  # now nothing can tell a cut from the end: refuse, keep nothing final
+    local.cut_after = [1 << 20]
+    with pytest.raises(DownloadError, match="never confirmed the file's size") as err:
+        download(local.url("/ckpt/Mixer-T.npz"), cache_dir=tmp_path / "b", progress=False, retries=1)
+    assert "\n" not in str(err.value)
+    assert not cached_path(local.url("/ckpt/Mixer-T.npz"), tmp_path / "b").exists()
+
+
+def test_an_oversized_stale_part_meets_416_and_is_downloaded_again(local, tmp_path):
+    url = local.url("/ckpt/Mixer-T.npz")
+    part = cached_path(url, tmp_path).with_name("Mixer-T.npz.part")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(PAYLOAD + b"stale tail from another version")
+    assert download(url, cache_dir=tmp_path, progress=False).read_bytes() == PAYLOAD
+    assert [r["status"] for r in local.requests] == [416, 200]
+    assert not part.exists()
+
+
+def test_redirects_stay_within_the_origin(local, tmp_path):
+    local.redirects = {"/moved.npz": "/ckpt/Mixer-T.npz", "/ftp.npz": "ftp://127.0.0.1/x.npz",
+                       "/away.npz": "http://localhost:1/x.npz", "/asset.npz": "http://objects.githubusercontent.com/x"}
+    assert download(local.url("/moved.npz"), cache_dir=tmp_path, progress=False).read_bytes() == PAYLOAD
+    for path in ("/ftp.npz", "/away.npz", "/asset.npz"):  # github's asset host only over https
+        with pytest.raises((DownloadError, RuntimeError), match="redirect") as err:
+            download(local.url(path), cache_dir=tmp_path, progress=False)
+        assert "\n" not in str(err.value)
+    assert not any(r["path"] == "/x.npz" for r in local.requests)
+
+
+def test_a_symlink_planted_at_the_part_name_is_not_followed(local, tmp_path):
+    url = local.url("/ckpt/Mixer-T.npz")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    dest = cached_path(url, tmp_path / "cache")
+    dest.parent.mkdir(parents=True)
+    dest.with_name("Mixer-T.npz.part").symlink_to(victim)
+    assert download(url, cache_dir=tmp_path / "cache", progress=False).read_bytes() == PAYLOAD
+    assert victim.read_text() == "precious"
+
+
+def test_a_cached_file_failing_the_format_check_is_fetched_again_and_a_bad_download_removed(local, tmp_path):
+    url = local.url("/ckpt/Mixer-T.npz")
+    dest = cached_path(url, tmp_path)
+    dest.parent.mkdir(parents=True)
+    dest.write_bytes(PAYLOAD[:1000])  # what an unverified cut download used to leave
+
+    def needs_full_size(path):
+        if path.stat().st_size != len(PAYLOAD):
+            raise ValueError("not a zip")
+
+    assert download(url, cache_dir=tmp_path, progress=False, validate=needs_full_size).read_bytes() == PAYLOAD
+    local.files["/ckpt/Mixer-T.npz"] = b"an error page, not a checkpoint"
+    with pytest.raises(DownloadError, match="not usable \\(not a zip\\).*removed"):
+        download(url, cache_dir=tmp_path / "b", progress=False, validate=needs_full_size)
+    assert not cached_path(url, tmp_path / "b").exists() and leftovers(tmp_path / "b") == []
+
+
+def test_only_http_urls_are_downloaded(tmp_path):
+    for url in ("file:///etc/passwd", "ftp://example.com/x.npz"):
+        with pytest.raises(DownloadError, match="only http"):
+            download(url, cache_dir=tmp_path, progress=False)

@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from mixer_zoo.tools import publish as hub
+from mixer_zoo.weights import integrity
 from mixer_zoo.cli import main
 from mixer_zoo.tools.convert import convert_tag
 from mixer_zoo.weights.download import cached_path, sha256_of
@@ -139,13 +140,48 @@ def test_a_corrupted_cached_file_is_caught_by_the_sha256_check(converted, offlin
         assert part in message
 
 
-def test_without_a_recorded_sha256_the_cached_file_is_loaded_unchecked(converted, offline_cache, images,
-                                                                       reference_logits):
-    assert get_entry(TAG)["converted"]["sha256"] is None  # nothing published yet: nothing to compare with
+def test_without_a_recorded_sha256_the_files_own_record_catches_a_flipped_byte(converted, offline_cache, images,
+                                                                               reference_logits):
+    assert get_entry(TAG)["converted"]["sha256"] is None  # nothing published yet: the manifest cannot tell
     snapshot = populate_hub_cache(offline_cache, REPO, converted[1])
+    torch.testing.assert_close(logits(timm.create_model(TAG, pretrained=True), images), reference_logits,
+                               rtol=0, atol=0)
     corrupt_one_weight(snapshot / "model.safetensors")
-    model = timm.create_model(TAG, pretrained=True)
-    assert not torch.equal(logits(model, images), reference_logits)
+    with pytest.raises(hub.WeightsError) as err:
+        timm.create_model(TAG, pretrained=True)
+    message = str(err.value)
+    assert "\n" not in message
+    for part in (TAG, str(snapshot / "model.safetensors"), "content sha256 mismatch", f"mixer-zoo cache verify {TAG}",
+                 f"mixer-zoo cache clean {TAG}"):
+        assert part in message
+
+
+def test_a_broken_header_names_the_file_and_the_remedy(converted, offline_cache):
+    snapshot = populate_hub_cache(offline_cache, REPO, converted[1])
+    raw = bytearray((snapshot / "model.safetensors").read_bytes())
+    raw[8] ^= 0xFF  # the header's opening brace: safetensors itself cannot parse it
+    (snapshot / "model.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(hub.WeightsError) as err:
+        timm.create_model(TAG, pretrained=True)
+    message = str(err.value)
+    assert "\n" not in message and str(snapshot / "model.safetensors") in message
+    assert f"mixer-zoo cache clean {TAG}" in message
+
+
+def test_a_config_from_another_conversion_is_refused(converted, tmp_path):
+    folder = tmp_path / "mixed"
+    shutil.copytree(converted[1], folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["integrity"]["weights_content_sha256"] = "0" * 64
+    config["integrity"]["config_sha256"] = integrity.config_sha256(config)  # a well-formed record, other weights
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(hub.WeightsError, match="belongs to other weights") as err:
+        timm.create_model(f"local-dir:{folder}", pretrained=True)
+    assert str(folder / "config.json") in str(err.value) and "--force" in str(err.value)
+    config["pretrained_cfg"]["crop_pct"] = 0.5  # an edited (or bit-flipped) value breaks its own record
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(hub.WeightsError, match="config sha256 mismatch"):
+        timm.create_model(f"local-dir:{folder}", pretrained=True)
 
 
 def test_cache_dir_argument_is_used_for_download_and_check(converted, offline_cache, tmp_path, monkeypatch):
@@ -343,3 +379,73 @@ def test_install_in_cache_makes_pretrained_true_work_offline(converted, offline_
     assert sorted(p.name for p in snapshot.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     model = timm.create_model(TAG, pretrained=True)
     torch.testing.assert_close(logits(model, images), reference_logits, rtol=0, atol=0)
+
+
+# ---- concurrent and hostile installs (issue 14), on a tiny Mixer ---------------------------------------------
+
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+
+from integrity_helpers import leftovers, make_tiny_npz, tiny_architecture  # noqa: E402
+
+
+@pytest.fixture
+def tiny_folder(tmp_path, monkeypatch):
+    pytest.importorskip("flax")
+    monkeypatch.setenv("MIXER_ZOO_CACHE", str(tmp_path / "locks"))
+    with tiny_architecture():
+        npz = make_tiny_npz(cached_path(get_entry(TAG)["source"]["url"], tmp_path / "downloads"), seed=5)
+        yield convert_tag(TAG, tmp_path / "converted", cache_dir=tmp_path / "downloads", progress=False), npz
+
+
+def test_concurrent_installs_of_one_repo_all_succeed_and_load(tiny_folder, offline_cache):
+    folder, _ = tiny_folder
+    with ThreadPoolExecutor(4) as pool:
+        snapshots = list(pool.map(lambda _: hub.install_in_cache(folder, REPO), range(4)))
+    assert len(set(snapshots)) == 1
+    assert sorted(p.name for p in snapshots[0].iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    model = timm.create_model(TAG, pretrained=True)
+    want = load_file(str(folder / "model.safetensors"))
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in want.items())
+    assert leftovers(offline_cache) == []
+
+
+def test_a_symlink_planted_in_the_snapshot_is_not_written_through(tiny_folder, offline_cache, tmp_path):
+    folder, _ = tiny_folder
+    rows = hub.publish_plan(folder, REPO)
+    revision = __import__("hashlib").sha1("".join(r["sha256"] for r in rows).encode()).hexdigest()
+    snapshot = offline_cache / f"models--{REPO.replace('/', '--')}" / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (snapshot / ".model.safetensors.partial").symlink_to(victim)  # the old fixed temp name
+    (snapshot / "model.safetensors").symlink_to(victim)  # and the target itself
+    hub.install_in_cache(folder, REPO)
+    assert victim.read_text() == "precious"
+    assert sha256_of(snapshot / "model.safetensors") == sha256_of(folder / "model.safetensors")
+    assert not (snapshot / "model.safetensors").is_symlink()
+
+
+def test_a_folder_changing_during_install_is_refused(tiny_folder, offline_cache, monkeypatch):
+    folder, _ = tiny_folder
+    real_plan = hub.publish_plan
+
+    def plan_then_change(*args, **kwargs):
+        rows = real_plan(*args, **kwargs)
+        corrupt_one_weight(folder / "model.safetensors")  # after validation, before the copy
+        return rows
+
+    monkeypatch.setattr(hub, "publish_plan", plan_then_change)
+    with pytest.raises(hub.PublishError, match="changed while being copied"):
+        hub.install_in_cache(folder, REPO)
+    assert leftovers(offline_cache) == []
+    assert not list(offline_cache.rglob("model.safetensors"))
+
+
+def test_convert_all_reconverts_a_damaged_folder_even_without_a_recorded_sha256(tiny_folder, tmp_path):
+    assert get_entry(TAG)["converted"]["sha256"] is None
+    out = tmp_path / "all"
+    first = hub.convert_all(out, [TAG], cache_dir=tmp_path / "downloads", progress=False)
+    assert hub.convert_all(out, [TAG], cache_dir=tmp_path / "downloads", progress=False)[0]["converted"] == "up to date"
+    corrupt_one_weight(out / TAG / "model.safetensors")  # its own content record no longer matches
+    again = hub.convert_all(out, [TAG], cache_dir=tmp_path / "downloads", progress=False)
+    assert again[0]["converted"] == "converted" and again[0]["sha256"] == first[0]["sha256"]

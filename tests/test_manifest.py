@@ -169,3 +169,52 @@ def test_manifest_check_cli(tmp_path, capsys):
     broken.write_text("{")
     assert main(["manifest", "check", "--manifest", str(broken)]) == 2
     assert "invalid JSON at line 1" in capsys.readouterr().err
+
+
+# ---- manifest trust (issue 14) --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("url", [
+    "https://evil.example.com/rwightman/pytorch-image-models/releases/download/v0.1-vitjx/x.pth",
+    "https://github.com.evil.example.com/rwightman/pytorch-image-models/releases/download/v0.1/x.pth",
+    "https://github.com/someone/else/releases/download/v1/x.pth",
+    "https://github.com/rwightman/pytorch-image-models/releases/download/../../../evil/x.pth",
+])
+def test_a_pth_source_must_come_from_timms_releases(tmp_path, url):
+    path = write(tmp_path, mutated(_set(["weights", B16, "source", "url"], url)))
+    validate_manifest(path)  # https: the schema alone lets it through
+    problems = check_manifest(path, build_models=False)
+    assert any(f"{B16}: source.url {url} is not a timm_pth release location" in p for p in problems), problems
+
+
+def test_an_http_override_manifest_is_refused_before_anything_is_downloaded(tmp_path, monkeypatch, capsys):
+    from integrity_helpers import LocalServer
+
+    server = LocalServer({"/x.pth": b"never fetched"})
+    try:
+        url = server.url("/x.pth")
+        path = write(tmp_path, mutated(_set(["weights", B16, "source", "url"], url)))
+        monkeypatch.setenv("MIXER_ZOO_MANIFEST", str(path))
+        with pytest.raises(ManifestError, match=f"{path}: /weights/{B16}/source/url"):
+            get_entry(B16)
+        assert main(["convert", B16, "--out", str(tmp_path / "out"), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{path}: /weights/{B16}/source/url" in err[0]
+        assert server.requests == []
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("change", [
+    lambda d: d.update(weights=[]),
+    lambda d: d["weights"][B16].pop("architecture"),
+    lambda d: d["weights"][B16].update(converted=None),
+    lambda d: d["weights"][B16].update(source="https://example.com/x.pth"),
+])
+def test_a_schema_breaking_override_is_one_line_in_every_command(tmp_path, monkeypatch, capsys, change):
+    path = write(tmp_path, mutated(change))
+    monkeypatch.setenv("MIXER_ZOO_MANIFEST", str(path))
+    for argv in (["convert", B16, "--out", str(tmp_path / "out")], ["cache", "verify", B16],
+                 ["convert-all", "--out", str(tmp_path / "all"), "--tags", B16, "--quiet"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(path) in err[0] and "Traceback" not in err[0], (argv, err)

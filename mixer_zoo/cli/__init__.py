@@ -2,12 +2,18 @@
 library (:mod:`mixer_zoo.tools` and below), which it imports only when the subcommand runs.
 
 A subcommand module provides ``configure_parser(parser)`` and ``run(args) -> int``.
+
+Errors: anything a user can cause (bad input, a damaged file, OS errors such as a read-only folder or a full
+disk) ends as one line ``mixer-zoo CMD: error: FILE: what`` on stderr and exit code 2; an unexpected error is
+one line too, exit code 1. ``--debug`` (or ``MIXER_ZOO_DEBUG=1``) shows the traceback instead.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 from typing import List, Optional
 
 SUBCOMMANDS = {
@@ -22,15 +28,19 @@ SUBCOMMANDS = {
     "manifest": ("mixer_zoo.cli.manifest", "validate weights_manifest.json against its schema and cross-check it with the code"),
     "publish": ("mixer_zoo.cli.publish", "upload a converted folder as a timm-compatible Hugging Face Hub repo (--dry-run validates)"),
     "convert-all": ("mixer_zoo.cli.convert_all", "convert (and publish) every manifest tag, skipping what is up to date"),
+    "cache": ("mixer_zoo.cli.cache", "verify or clean every cached copy of a tag's files (Hub snapshot, download)"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mixer-zoo", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the full traceback of an error")
         importlib.import_module(module).configure_parser(p)
     return parser
 
@@ -39,16 +49,45 @@ class CLIError(Exception):
     """A user-facing failure: printed as one line, exit code 2."""
 
 
+USER_ERRORS = (CLIError, ValueError, KeyError, RuntimeError, OSError)
+"""What bad input, damaged files and the system (permissions, a full disk) raise; OSError covers the
+file-not-found, permission, read-only and no-space errors, each naming its file."""
+
+
+def error_line(error: BaseException) -> str:
+    """One line for an error: ``FILE: reason`` for OS errors, the message's first line otherwise."""
+    if isinstance(error, OSError) and error.filename is not None:
+        where = f"{error.filename} -> {error.filename2}" if error.filename2 else f"{error.filename}"
+        return f"{where}: {error.strerror or type(error).__name__}"
+    if isinstance(error, KeyError) and error.args:
+        text = str(error.args[0])
+    else:
+        text = str(error).strip() or type(error).__name__
+    lines = text.splitlines() or [type(error).__name__]
+    return lines[0] + (" (...)" if len(lines) > 1 else "")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = args.debug or os.environ.get("MIXER_ZOO_DEBUG", "") not in ("", "0")
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
-    except (CLIError, ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"mixer-zoo {args.command}: error: {message}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"mixer-zoo {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as e:
+        if debug:
+            traceback.print_exc()
+        print(f"mixer-zoo {args.command}: error: {error_line(e)}", file=sys.stderr)
         return 2
+    except Exception as e:  # a bug, not the user's doing: still one line, and the way to see more
+        if debug:
+            traceback.print_exc()
+        print(f"mixer-zoo {args.command}: internal error: {type(e).__name__}: {error_line(e)} "
+              "(run with --debug for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

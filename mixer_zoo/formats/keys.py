@@ -19,6 +19,10 @@ class ConversionError(ValueError):
     """A checkpoint that cannot be converted; the message names the file and the key."""
 
 
+class CorruptFileError(ConversionError):
+    """The file's own structure says it is damaged (CRC mismatch, truncated, sizes that do not add up)."""
+
+
 def key_map(num_blocks: int) -> List[Tuple[str, str, str]]:
     """``(official key, timm key, transform)`` rows in state-dict order.
 
@@ -155,12 +159,19 @@ def check_layout(shapes: Mapping[str, Shape], expected: Mapping[str, Shape], sou
 
 def num_classes_of(shapes: Mapping[str, Shape], key: str, axis: int, source: str) -> int:
     shape = shape_of(shapes, key, source, 2)
+    if shape[axis] < 1:
+        raise ConversionError(f"{source}: key {key!r} has shape {tuple(shape)}: a head with {shape[axis]} classes; "
+                              "a classifier needs at least one")
     return int(shape[axis])
 
 
 def check_values(array: Union[np.ndarray, torch.Tensor], key: str, source: str) -> None:
     if array.dtype == object or (isinstance(array, np.ndarray) and array.dtype.hasobject):
         raise ConversionError(f"{source}: key {key!r} holds Python objects; expected floating point numbers")
+    if isinstance(array, np.ndarray) and array.dtype.kind == "f" and (
+            array.dtype.name not in ("float16", "float32", "float64") or not array.dtype.isnative):
+        raise ConversionError(f"{source}: key {key!r} has dtype {array.dtype.str}; expected native-endian "
+                              "float16/float32/float64")
     tensor = torch.from_numpy(array) if isinstance(array, np.ndarray) else array.detach().cpu()
     if not tensor.is_floating_point():
         raise ConversionError(f"{source}: key {key!r} has dtype {array.dtype}; expected floating point numbers")

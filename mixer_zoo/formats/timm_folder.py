@@ -1,14 +1,20 @@
 """A converted folder in timm's Hub format: ``model.safetensors`` (float32, timm layout), ``config.json`` and
 ``README.md``, which ``timm.create_model("local-dir:DIR", pretrained=True)`` loads.
 
-Everything is written into a staging folder next to the output and moved into place only at the end, so a
-failure leaves nothing behind.
+One conversion at a time writes a folder (a ``filelock`` lock named after it, in the cache's ``.locks``).
+Everything is written into a staging folder on the output's own file system and moved into place only at the
+end, so a failure leaves nothing behind: a new folder is staged beside it and renamed in one step; an
+existing one (``--force``, an empty mount point, ``--out .``) is staged inside it and its files are replaced
+with ``config.json`` last, the old one removed first, so old config never describes new weights. Staging left
+by a killed run is removed by the next one. ``model.safetensors`` and ``config.json`` carry integrity records
+(:mod:`mixer_zoo.weights.integrity`) that loading checks.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,42 +24,94 @@ import torch
 
 from .._version import __version__
 from ..model.architectures import ARCHITECTURES
-from ..util.report import umask_mode
+from ..util.files import fsync_dir, fsync_file, is_temp_name, lock_file_for, locked, named, umask_mode
+from ..weights.download import LOCKS, cache_dir
+from ..weights.integrity import CONTENT_KEY, PENDING, content_sha256, seal_config, seal_safetensors
 from ..weights.manifest import weights_entries
 from ..weights.model_card import render_model_card
 from ..zoo import pretrained_cfg_from_entry
 from .keys import ConversionError, PathLike
 
 CONVERTER_VERSION = f"mixer-zoo-convert {__version__}"
+STAGING_PREFIX = ".mixer-zoo-staging."
+STAGING_SUFFIX = ".partial"
+COMMIT_ORDER = ("model.safetensors", "README.md", "config.json")
+"""config.json last: timm reads it first, so a folder without it is visibly incomplete."""
+
+
+def _inner_staging(name: str) -> bool:
+    return name.startswith(STAGING_PREFIX) and name.endswith(STAGING_SUFFIX)
+
+
+def _sibling_staging(name: str, out_name: str) -> bool:
+    """``.NAME.<8 random>.partial``: what ``tempfile.mkdtemp`` made beside the output for it (and nothing else)."""
+    return re.fullmatch(rf"\.{re.escape(out_name)}\.[A-Za-z0-9_]{{8}}{re.escape(STAGING_SUFFIX)}", name) is not None
 
 
 def check_output_folder(out_dir: Path, force: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise ConversionError(f"{out_dir}: exists and is not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+    if out_dir.is_dir() and not force and any(not (_inner_staging(p.name) or is_temp_name(p.name))
+                                              for p in out_dir.iterdir()):
         raise ConversionError(f"{out_dir}: output folder exists and is not empty (use --force to overwrite)")
 
 
+def remove_stale_staging(out_dir: Path) -> int:
+    """Staging folders a killed conversion of ``out_dir`` left, inside it and beside it (only under its lock)."""
+    out_dir = out_dir.resolve()
+    places = [(out_dir, _inner_staging), (out_dir.parent, lambda n: _sibling_staging(n, out_dir.name))]
+    removed = 0
+    for folder, match in places:
+        with contextlib.suppress(OSError):
+            for item in folder.iterdir():
+                if match(item.name) and item.is_dir() and not item.is_symlink():
+                    shutil.rmtree(item, ignore_errors=True)
+                    removed += 1
+    return removed
+
+
+def _commit_into(stage: Path, out_dir: Path) -> None:
+    names = [n for n in os.listdir(stage) if n not in COMMIT_ORDER] + [n for n in COMMIT_ORDER if (stage / n).exists()]
+    if "config.json" in names and os.path.lexists(out_dir / "config.json"):
+        os.unlink(out_dir / "config.json")  # the old config must never describe the new weights
+    for name in names:
+        os.replace(stage / name, out_dir / name)
+    fsync_dir(out_dir)
+
+
 @contextlib.contextmanager
-def staging_folder(out_dir: PathLike, force: bool = False) -> Iterator[Path]:
-    """A temporary sibling of ``out_dir`` to write into; its files move into ``out_dir`` only if the block
-    succeeds, otherwise it is deleted and ``out_dir`` is untouched."""
+def staging_folder(out_dir: PathLike, force: bool = False, quiet: bool = False) -> Iterator[Path]:
+    """A temporary folder on ``out_dir``'s file system to write into; its files move into ``out_dir`` only if
+    the block succeeds, otherwise it is deleted and ``out_dir`` is untouched."""
     out_dir = Path(out_dir)
     check_output_folder(out_dir, force)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
-    os.chmod(stage, umask_mode(0o777))
-    try:
-        yield stage
-        check_output_folder(out_dir, force)  # someone may have written there meanwhile
-        if out_dir.is_dir():
+    resolved = out_dir.resolve()
+    with locked(lock_file_for(resolved, cache_dir() / LOCKS, "convert-"), str(out_dir), quiet=quiet):
+        remove_stale_staging(resolved)
+        check_output_folder(out_dir, force)  # again: another conversion may have finished meanwhile
+        existed = resolved.is_dir()
+        try:
+            if existed:
+                stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, suffix=STAGING_SUFFIX, dir=resolved))
+            else:
+                resolved.parent.mkdir(parents=True, exist_ok=True)
+                stage = Path(tempfile.mkdtemp(prefix=f".{resolved.name}.", suffix=STAGING_SUFFIX, dir=resolved.parent))
+            os.chmod(stage, umask_mode(0o777))
+        except OSError as e:
+            raise named(e, out_dir) from None
+        try:
+            yield stage
             for item in stage.iterdir():
-                os.replace(item, out_dir / item.name)
-            stage.rmdir()
-        else:
-            os.replace(stage, out_dir)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+                fsync_file(item)
+            if existed:
+                _commit_into(stage, resolved)
+            else:
+                os.replace(stage, resolved)
+                fsync_dir(resolved.parent)
+        except OSError as e:
+            raise named(e, out_dir) from None
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
 
 
 def timm_config(arch: str, num_classes: int, act_layer: str, pretrained_cfg: Mapping[str, Any],
@@ -95,8 +153,10 @@ def local_entry(arch: str, num_classes: int, act_layer: str, src: PathLike) -> D
 
 def write_config_and_card(stage: Path, arch: str, num_classes: int, act_layer: str,
                           pretrained_cfg: Mapping[str, Any], entry: Mapping[str, Any], metadata: Mapping[str, str],
-                          dims: Optional[Mapping[str, int]] = None) -> None:
+                          dims: Optional[Mapping[str, int]] = None, weights_content: Optional[str] = None) -> None:
+    """``config.json`` (sealed to the weights already in ``stage``) and ``README.md``."""
     config = timm_config(arch, num_classes, act_layer, pretrained_cfg, dims)
+    config = seal_config(config, weights_content or content_sha256(stage / "model.safetensors")[0])
     (stage / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     (stage / "README.md").write_text(render_model_card(entry, extra=dict(metadata)), encoding="utf-8")
 
@@ -122,6 +182,8 @@ def write_converted_folder(state_dict: Mapping[str, torch.Tensor], dims: Mapping
     pretrained_cfg = pretrained_cfg or pretrained_cfg_for(arch, entry)
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state_dict.items()}
     with staging_folder(out_dir, force) as stage:
-        save_file(tensors, str(stage / "model.safetensors"), metadata={k: str(v) for k, v in metadata.items()})
-        write_config_and_card(stage, arch, num_classes, act_layer, pretrained_cfg, entry, metadata, dims)
+        weights = stage / "model.safetensors"
+        save_file(tensors, str(weights), metadata={**{k: str(v) for k, v in metadata.items()}, CONTENT_KEY: PENDING})
+        content = seal_safetensors(weights)
+        write_config_and_card(stage, arch, num_classes, act_layer, pretrained_cfg, entry, metadata, dims, content)
     return out_dir

@@ -78,6 +78,20 @@ def batches_dir(data_root: Union[str, Path]) -> Path:
     return folder
 
 
+def _integer_labels(labels: Any, path: Path) -> np.ndarray:
+    """Labels as int64, refusing anything that is not an integer already (1.7 must not become class 1)."""
+    values = labels.tolist() if isinstance(labels, np.ndarray) else labels
+    if not isinstance(values, list):
+        raise ValueError(f"{path}: 'labels' must be a list of integers, got {type(labels).__name__}")
+    bad = next((v for v in values if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))), None)
+    if bad is not None:
+        raise ValueError(f"{path}: 'labels' must be integers in 0..9, found {bad!r}")
+    try:
+        return np.asarray(values, dtype=np.int64)
+    except OverflowError:
+        raise ValueError(f"{path}: 'labels' must be integers in 0..9, found one beyond int64") from None
+
+
 def load_split(data_root: Union[str, Path], split: str) -> tuple:
     """Images (N, 32, 32, 3) uint8 RGB and labels (N,) int64 of ``split`` ("train" or "test")."""
     if split not in ("train", "test"):
@@ -92,7 +106,7 @@ def load_split(data_root: Union[str, Path], split: str) -> tuple:
         data = np.asarray(batch["data"])
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != IMAGE_BYTES:
             raise ValueError(f"{path}: 'data' must be uint8 (N, {IMAGE_BYTES}), got {data.dtype} {data.shape}")
-        lab = np.asarray(batch["labels"], dtype=np.int64)
+        lab = _integer_labels(batch["labels"], path)
         if lab.shape != (data.shape[0],) or (lab.size and (lab.min() < 0 or lab.max() > 9)):
             raise ValueError(f"{path}: 'labels' must be {data.shape[0]} integers in 0..9")
         images.append(data)

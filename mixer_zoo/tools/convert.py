@@ -6,14 +6,15 @@ The formats themselves live in :mod:`mixer_zoo.formats`; this module chooses one
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 import torch
 
-from ..formats.keys import (ConversionError, PathLike, architecture_for_dims, check_layout, check_timm_state_dict,
-                            expected_official_shapes, infer_dims, num_classes_of)
+from ..formats.keys import (ConversionError, CorruptFileError, PathLike, architecture_for_dims, check_layout,
+                            check_timm_state_dict, expected_official_shapes, infer_dims, num_classes_of)
 from ..formats.mmpretrain_layout import is_mmpretrain_layout, mmpretrain_to_timm, timm_to_mmpretrain
 from ..formats.npz import read_npz_index, stream_npz_to_safetensors, timm_to_npz_arrays
 from ..formats.timm_folder import (CONVERTER_VERSION, check_output_folder, local_entry, pretrained_cfg_for,
@@ -21,8 +22,9 @@ from ..formats.timm_folder import (CONVERTER_VERSION, check_output_folder, local
 from ..formats.torch_files import load_timm_weights, load_torch_state_dict
 from ..model.architectures import ARCHITECTURES
 from ..reference import flax_mixer
+from ..util.files import locked, remove_tree
 from ..util.report import atomic_write, format_table
-from ..weights.download import download, sha256_of
+from ..weights.download import download, lock_path as download_lock, sha256_of
 from ..weights.manifest import get_entry
 
 PARITY_TOLERANCE = 1e-5
@@ -59,14 +61,14 @@ def convert_npz(src: PathLike, out_dir: PathLike, arch: Optional[str] = None, ve
     act_layer = act_layer or (entry["act_layer"] if entry else "gelu_tanh")  # flax's nn.gelu is the tanh form
     if verify:
         flax_mixer.require_jax()
-    with staging_folder(out_dir, force) as stage:
+    with staging_folder(out_dir, force, quiet=not progress) as stage:
         metadata = source_metadata(src, source_sha256, "jax_npz")
-        metadata["source_sha256"] = stream_npz_to_safetensors(
+        metadata["source_sha256"], content = stream_npz_to_safetensors(
             src, members, dims["num_blocks"], stage / "model.safetensors", metadata, source_sha256, progress)
         card_entry = entry or dict(local_entry(arch, num_classes, act_layer, src),
                                    source=dict(file=src.name, sha256=metadata["source_sha256"]))
         write_config_and_card(stage, arch, num_classes, act_layer, pretrained_cfg_for(arch, card_entry), card_entry,
-                              metadata, dims)
+                              metadata, dims, content)
         if verify:
             rows = verify_against_flax(src, stage)
             print(format_table(rows))
@@ -106,20 +108,43 @@ def convert_tag(tag: str, out_dir: PathLike, verify: bool = False, force: bool =
     check_output_folder(Path(out_dir), force)
     known = source.get("sha256")
     known = known if known and known != "unverified" else None
-    path = download(source["url"], sha256=known, cache_dir=cache_dir, progress=progress)
+    path = download(source["url"], sha256=known, cache_dir=cache_dir, progress=progress,
+                    validate=lambda p: check_source_file(p, source["format"]))
     # Without a known sha256 each converter hashes the file itself (the npz one while streaming it).
-    if source["format"] == "jax_npz":
-        return convert_npz(path, out_dir, arch=entry["architecture"], verify=verify, force=force,
-                           act_layer=entry["act_layer"], entry=entry, source_sha256=known, progress=progress)
-    return convert_state_dict_file(path, out_dir, arch=entry["architecture"], force=force,
-                                   act_layer=entry["act_layer"], entry=entry, source_sha256=known)
+    try:
+        if source["format"] == "jax_npz":
+            return convert_npz(path, out_dir, arch=entry["architecture"], verify=verify, force=force,
+                               act_layer=entry["act_layer"], entry=entry, source_sha256=known, progress=progress)
+        return convert_state_dict_file(path, out_dir, arch=entry["architecture"], force=force,
+                                       act_layer=entry["act_layer"], entry=entry, source_sha256=known)
+    except CorruptFileError as e:
+        with locked(download_lock(path, cache_dir), str(path), quiet=not progress):
+            remove_tree(path)  # a damaged download must not be served again from the cache
+        raise CorruptFileError(f"{e}; the cached download was removed: run the command again to download "
+                               f"{tag} anew") from None
+
+
+def check_source_file(path: PathLike, source_format: str) -> None:
+    """Cheap structural check of a downloaded source (its zip directory and array headers), so a truncated
+    download is never kept: the full CRC check happens while converting."""
+    if source_format == "jax_npz":
+        read_npz_index(path)
+    elif zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            zf.infolist()
+
+
+def _check_output_file(out_file: Path, force: bool, what: str) -> None:
+    if out_file.is_dir():
+        raise ConversionError(f"{out_file}: is a folder; {what} is written to one file (give a file name)")
+    if out_file.exists() and not force:
+        raise ConversionError(f"{out_file}: exists (use --force to overwrite)")
 
 
 def export_npz(src: PathLike, out_file: PathLike, force: bool = False) -> Path:
     """timm weights (converted folder, ``.safetensors`` or ``.pth``) -> official-layout ``.npz``."""
     out_file = Path(out_file)
-    if out_file.exists() and not force:
-        raise ConversionError(f"{out_file}: exists (use --force to overwrite)")
+    _check_output_file(out_file, force, "--to npz")
     arrays = timm_to_npz_arrays(load_timm_weights(src), str(src))
     return atomic_write(out_file, lambda f: np.savez(f, **arrays))
 
@@ -127,8 +152,7 @@ def export_npz(src: PathLike, out_file: PathLike, force: bool = False) -> Path:
 def export_mmpretrain(src: PathLike, out_file: PathLike, force: bool = False) -> Path:
     """timm weights -> an mmpretrain ``ImageClassifier`` checkpoint (``{"state_dict", "meta"}``)."""
     out_file = Path(out_file)
-    if out_file.exists() and not force:
-        raise ConversionError(f"{out_file}: exists (use --force to overwrite)")
+    _check_output_file(out_file, force, "--to mmpretrain")
     state_dict = load_timm_weights(src)
     check_timm_state_dict(state_dict, str(src))
     checkpoint = {"state_dict": timm_to_mmpretrain(state_dict, str(src)),

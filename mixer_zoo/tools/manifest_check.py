@@ -1,19 +1,32 @@
 """``mixer-zoo manifest check``: the manifest's schema, then its agreement with the code and with timm."""
 from __future__ import annotations
 
+import urllib.parse
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from .. import zoo  # noqa: F401  (the timm registry that check_manifest builds models from)
 from ..model.architectures import ARCHITECTURES, param_count
-from ..weights.manifest import (GOOGLE_TAG_PREFIXES, LABEL_SET_CLASSES, ManifestError, PathLike, manifest_path,
-                                validate_manifest)
+from ..weights.manifest import (GOOGLE_TAG_PREFIXES, LABEL_SET_CLASSES, RELEASE_URL_PREFIXES, ManifestError, PathLike,
+                                manifest_path, validate_manifest)
 
 
 def _expected_npz_name(arch: str) -> str:
     """``mixer_b16_zoo`` -> ``Mixer-B_16.npz``, Google's file naming."""
     size = arch.split("_")[1]
     return f"Mixer-{size[0].upper()}_{size[1:]}.npz"
+
+
+def _release_url_problem(url: str, source_format: str) -> Optional[str]:
+    """Why ``url`` is not a release of its format's publisher (None when it is)."""
+    prefixes = RELEASE_URL_PREFIXES.get(source_format, ())
+    parsed = urllib.parse.urlparse(url)
+    segments = urllib.parse.unquote(parsed.path).split("/")
+    if not url.startswith(prefixes) or parsed.query or parsed.fragment or parsed.username or parsed.port \
+            or any(s in (".", "..") for s in segments):
+        return (f"source.url {url} is not a {source_format} release location; the zoo downloads "
+                f"{source_format} files only from {', '.join(p + '...' for p in prefixes)}")
+    return None
 
 
 def check_manifest(path: Optional[PathLike] = None, build_models: bool = True) -> List[str]:
@@ -68,6 +81,9 @@ def check_manifest(path: Optional[PathLike] = None, build_models: bool = True) -
         else:
             if hub_id is None:
                 problem(key, "released weights need an hf_hub_id to be loaded with pretrained=True")
+            url_problem = _release_url_problem(source["url"], source["format"])
+            if url_problem:
+                problem(key, url_problem)
             if source["format"] == "jax_npz":
                 name = _expected_npz_name(arch)
                 want_url = f"https://storage.googleapis.com/mixer_models/{source['folder']}/{name}"

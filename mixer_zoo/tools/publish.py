@@ -3,15 +3,16 @@ and ``convert-all`` (convert + publish every manifest tag in one run)."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
 
 from ..model.architectures import ARCHITECTURES
-from ..util.report import atomic_write_text, error_summary, first_line
+from ..util.files import atomic_copy, atomic_write_text, locked, remove_temps
+from ..util.report import error_summary, first_line
 from ..weights.download import sha256_of
-from ..weights.hub_cache import CARD_FILE, CONFIG_FILE, NEEDED_TO_LOAD, PUBLISHED_FILES, WEIGHTS_FILE, WeightsError
+from ..weights.hub_cache import (CARD_FILE, CONFIG_FILE, NEEDED_TO_LOAD, PUBLISHED_FILES, WEIGHTS_FILE, WeightsError,
+                                 check_weights_file)
+from ..weights.integrity import IntegrityError
 from ..weights.manifest import ManifestError, manifest_path, record_converted, weights_entries
 from .convert import convert_tag
 
@@ -174,29 +175,45 @@ def publish_folder(folder: PathLike, repo_id: str, dry_run: bool = False, token:
     return result
 
 
+def hub_repo_dir(repo_id: str, cache_dir: Optional[PathLike] = None) -> Path:
+    """``models--ORG--NAME`` of ``repo_id`` in the huggingface_hub cache."""
+    from huggingface_hub import constants
+
+    return Path(cache_dir or constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
+
+
+def hub_install_lock(repo_id: str, cache_dir: Optional[PathLike] = None) -> Path:
+    """The lock installs and ``cache clean`` take for a repo, in the Hub cache's own ``.locks`` folder."""
+    repo_dir = hub_repo_dir(repo_id, cache_dir)
+    return repo_dir.parent / ".locks" / repo_dir.name / "mixer-zoo-install.lock"
+
+
 def install_in_cache(folder: PathLike, repo_id: str, cache_dir: Optional[PathLike] = None,
                      manifest: Optional[PathLike] = None) -> Path:
     """Put a validated converted folder into the local huggingface_hub cache as ``repo_id``'s ``main``, so
     ``pretrained=True`` works offline (air-gapped machines, CI) exactly as after a download.
 
     The snapshot revision is derived from the files' sha256, so installing the same folder twice is a no-op.
+    One install of a repo at a time (a lock in the cache's ``.locks``); each file is copied to a unique temp
+    name, checked against the sha256 validated, and renamed into place; ``refs/main`` moves last.
     """
     import hashlib
 
-    from huggingface_hub import constants
-
     rows = publish_plan(folder, repo_id, manifest)
     revision = hashlib.sha1("".join(r["sha256"] for r in rows).encode()).hexdigest()
-    repo_dir = Path(cache_dir or constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
+    repo_dir = hub_repo_dir(repo_id, cache_dir)
     snapshot = repo_dir / "snapshots" / revision
-    snapshot.mkdir(parents=True, exist_ok=True)
-    for row in rows:
-        target = snapshot / row["file"]
-        if not target.is_file() or sha256_of(target) != row["sha256"]:
-            tmp = target.with_name(f".{row['file']}.partial")
-            shutil.copyfile(Path(folder) / row["file"], tmp)
-            os.replace(tmp, target)
-    atomic_write_text(repo_dir / "refs" / "main", revision)
+    with locked(hub_install_lock(repo_id, cache_dir), f"{repo_dir} ({repo_id})", quiet=True):
+        for row in rows:
+            target = snapshot / row["file"]
+            remove_temps(snapshot, row["file"])  # what a killed install left
+            if not target.is_file() or sha256_of(target) != row["sha256"]:
+                try:
+                    atomic_copy(Path(folder) / row["file"], target, sha256=row["sha256"])
+                except ValueError as e:
+                    raise PublishError(str(e)) from None
+        remove_temps(repo_dir / "refs", "main")
+        atomic_write_text(repo_dir / "refs" / "main", revision)
     return snapshot
 
 
@@ -216,7 +233,14 @@ def remote_weights_sha256(repo_id: str, token: Optional[str] = None) -> Optional
 # ---- convert-all ------------------------------------------------------------------------------------------------
 
 def _folder_is_complete(folder: Path) -> bool:
-    return all((folder / name).is_file() for name in PUBLISHED_FILES)
+    """Every published file is there and the weights and config pass their integrity records."""
+    if not all((folder / name).is_file() for name in PUBLISHED_FILES):
+        return False
+    try:
+        check_weights_file(folder / WEIGHTS_FILE, folder / CONFIG_FILE)
+    except IntegrityError:
+        return False
+    return True
 
 
 def convert_all(out_dir: PathLike, tags: Optional[Iterable[str]] = None, publish: bool = False,

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 from pathlib import Path
-from typing import BinaryIO, Callable, Dict, Iterable, List, Sequence, Union
+from typing import Dict, Iterable, List, Sequence, Union
+
+from .files import atomic_write, atomic_write_text, umask_mode  # noqa: F401  (the one atomic writer, re-exported)
 
 
 def first_line(error: BaseException) -> str:
@@ -42,33 +42,6 @@ def format_table(rows: Sequence[Dict[str, object]], columns: Sequence[str] = ())
         return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
 
     return "\n".join([line(columns), line("-" * w for w in widths), *(line(row) for row in cells)])
-
-
-def umask_mode(mode: int) -> int:
-    """``mode`` less the process umask: temp files are created private, results should not be."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mode & ~mask
-
-
-def atomic_write(path: Union[str, Path], write: Callable[[BinaryIO], None]) -> Path:
-    """Call ``write(f)`` on a temp file in the same folder, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, umask_mode(0o666))  # mkstemp makes 0600
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
-
-
-def atomic_write_text(path: Union[str, Path], text: str) -> Path:
-    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def write_json(path: Union[str, Path], rows: List[Dict[str, object]]) -> None:

@@ -1,16 +1,18 @@
 """Pretrained weights through the Hugging Face cache: timm's ``pretrained=True`` with the manifest's sha256.
 
 timm does the download and the caching (huggingface_hub's cache, offline mode honoured) and loads the file
-with safetensors; this module adds what timm cannot know: the sha256 the manifest records for the file, and
-errors that name the tag, the repo and what to do.
+with safetensors; this module adds what timm cannot know: the sha256 the manifest records for the file, the
+integrity records the converter sealed into it (checked on every load, so a flipped byte never loads even when
+the manifest records no sha256), and errors that name the tag, the repo or file and what to do.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Union
 
-from ..util.report import error_summary
+from ..util.report import error_summary, first_line
 from .download import sha256_of
+from .integrity import IntegrityError, content_sha256, verify_config
 from .manifest import entry_for_hub_id, manifest_path
 
 PathLike = Union[str, Path]
@@ -36,48 +38,99 @@ def _split_revision(hub_id: str) -> tuple:
     return repo, revision or None
 
 
-def verify_cached_weights(hub_id: str, name: str, cache_dir: Optional[PathLike] = None,
-                          manifest: Optional[PathLike] = None) -> Optional[str]:
-    """sha256 of the cached ``model.safetensors`` of ``hub_id`` against the manifest's ``converted.sha256``.
-
-    Returns the checked file, or None when the manifest records no sha256 for that repo (nothing to check).
-    """
+def cached_hub_file(repo_id: str, filename: str, cache_dir: Optional[PathLike] = None,
+                    revision: Optional[str] = None) -> Optional[Path]:
+    """The file of ``repo_id`` in the local Hugging Face cache (``refs/main`` unless a revision), or None."""
     from huggingface_hub import try_to_load_from_cache
 
-    entry = entry_for_hub_id(hub_id, manifest)
-    want = entry and entry["converted"]["sha256"]
-    if not want:
+    found = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision)
+    return Path(found) if isinstance(found, str) else None
+
+
+def recovery_hint(name: str, repo: Optional[str] = None, folder: Optional[PathLike] = None) -> str:
+    """What to run when a copy of ``name``'s weights is damaged."""
+    if repo:
+        return (f"check the cache with `mixer-zoo cache verify {name}`, remove the damaged copy with "
+                f"`mixer-zoo cache clean {name}`, then load again (online, or after `mixer-zoo publish DIR "
+                f"--repo-id {repo} --local-cache`)")
+    if folder:
+        return f"convert it again (`mixer-zoo convert SRC --out {folder} --force`)"
+    return "replace the file with an intact copy"
+
+
+def check_weights_file(path: PathLike, config: Optional[PathLike] = None) -> Dict[str, Any]:
+    """Check a ``model.safetensors`` against its own content record and ``config`` (the ``config.json`` that
+    goes with it, when there is one) against its record; returns what was checked.
+
+    Raises :class:`~mixer_zoo.weights.integrity.IntegrityError` naming the file."""
+    computed, recorded = content_sha256(path)
+    if recorded is not None and recorded != computed:
+        raise IntegrityError(f"{path}: content sha256 mismatch: the file records {recorded}, its bytes give "
+                             f"{computed} (corrupted after it was written)")
+    config_checked = bool(config) and Path(config).is_file() and verify_config(config, computed)
+    return dict(file=str(path), content_sha256=computed, recorded=recorded is not None, config=config_checked)
+
+
+def _locate(cfg: Mapping[str, Any], cache_dir: Optional[PathLike]) -> Optional[tuple]:
+    """``(weights file, its config.json or None, hub repo or None, local folder or None)`` of what timm loads
+    for this pretrained cfg; None for a state dict passed in memory."""
+    if cfg.get("state_dict") is not None:
+        return None
+    if cfg.get("source") == "local-dir" and cfg.get("file"):
+        folder = Path(cfg["file"])
+        return folder / WEIGHTS_FILE, folder / CONFIG_FILE, None, folder
+    if cfg.get("file") and cfg.get("source") != "hf-hub":
+        path = Path(cfg["file"])
+        return path, path.with_name(CONFIG_FILE) if path.name == WEIGHTS_FILE else None, None, None
+    hub_id = cfg.get("hf_hub_id")
+    if not hub_id:
         return None
     repo, revision = _split_revision(hub_id)
-    cached = try_to_load_from_cache(repo, WEIGHTS_FILE, cache_dir=cache_dir, revision=revision)
-    if not isinstance(cached, str):
+    return (cached_hub_file(repo, WEIGHTS_FILE, cache_dir, revision),
+            cached_hub_file(repo, CONFIG_FILE, cache_dir, revision), repo, None)
+
+
+def verify_loaded_weights(cfg: Mapping[str, Any], name: str, cache_dir: Optional[PathLike] = None,
+                          manifest: Optional[PathLike] = None) -> Optional[Path]:
+    """Check the file timm loads for ``cfg``: the manifest's ``converted.sha256`` (Hub repos of the manifest)
+    and the file's own integrity records. Returns the checked file, None when there is none to check."""
+    located = _locate(cfg, cache_dir)
+    if located is None:
+        return None
+    weights, config, repo, folder = located
+    if repo and weights is None:
         raise WeightsError(f"{name}: {WEIGHTS_FILE} of hf-hub repo {repo} is not in the Hugging Face cache after "
                            f"the download; load it again (online), or pass pretrained_cfg_overlay=dict(file=PATH)")
-    got = sha256_of(cached)
-    if got != want:
-        raise WeightsError(
-            f"{name}: sha256 mismatch for {cached} (hf-hub repo {repo}): got {got}, the manifest "
-            f"{manifest_path(manifest)} expects {want}; the cached file is corrupted or from another release: "
-            f"delete that snapshot (`hf cache delete` or rm the file) and load again online")
-    return cached
+    if weights is None or weights.suffix != ".safetensors" or not weights.is_file():
+        return None  # timm loads another file (or fails on its own); nothing of ours to check
+    if repo:
+        entry = entry_for_hub_id(repo, manifest)
+        want = entry and entry["converted"]["sha256"]
+        got = sha256_of(weights) if want else None
+        if want and got != want:
+            raise WeightsError(
+                f"{name}: sha256 mismatch for {weights} (hf-hub repo {repo}): got {got}, the manifest "
+                f"{manifest_path(manifest)} expects {want}; the cached file is corrupted or from another release: "
+                f"delete that snapshot (`mixer-zoo cache clean {name}` or `hf cache delete`) and load again online")
+    try:
+        check_weights_file(weights, config)
+    except IntegrityError as e:
+        where = f" (hf-hub repo {repo})" if repo else ""
+        raise WeightsError(f"{name}: {e}{where}; {recovery_hint(name, repo, folder)}") from None
+    return weights
 
 
-def _weights_source(cfg: Mapping[str, Any]) -> Optional[str]:
-    """The Hub repo timm loads the weights from for this cfg, or None for a local file / state dict."""
-    if cfg.get("source") == "local-dir" or cfg.get("state_dict") is not None:
-        return None
-    if cfg.get("file") and cfg.get("source") != "hf-hub":
-        return None  # pretrained_cfg_overlay=dict(file=...): the user's own file, nothing in the manifest to match
-    return cfg.get("hf_hub_id") or None
+def verify_cached_weights(hub_id: str, name: str, cache_dir: Optional[PathLike] = None,
+                          manifest: Optional[PathLike] = None) -> Optional[Path]:
+    """:func:`verify_loaded_weights` for the cached ``model.safetensors`` of a Hub repo (``zoo://`` uses it)."""
+    return verify_loaded_weights({"hf_hub_id": hub_id, "source": "hf-hub"}, name, cache_dir, manifest)
 
 
 def sha256_filter(name: str, cache_dir: Optional[PathLike] = None) -> Callable[[Dict[str, Any], Any], Dict[str, Any]]:
-    """A timm ``pretrained_filter_fn``: it runs right after timm's download, so the file it checks is the
-    one timm just read."""
+    """A timm ``pretrained_filter_fn``: it runs right after timm read the file and before the weights go into
+    the model, so the file it checks is the one timm just read."""
     def check(state_dict: Dict[str, Any], model: Any) -> Dict[str, Any]:
-        hub_id = _weights_source(getattr(model, "pretrained_cfg", None) or {})
-        if hub_id:
-            verify_cached_weights(hub_id, name, cache_dir)
+        verify_loaded_weights(getattr(model, "pretrained_cfg", None) or {}, name, cache_dir)
         return state_dict
 
     return check
@@ -90,9 +143,21 @@ def _download_errors() -> tuple:
     return EntryNotFoundError, HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError
 
 
+def _weights_source(cfg: Mapping[str, Any]) -> Optional[str]:
+    """The Hub repo timm loads the weights from for this cfg, or None for a local file / state dict."""
+    if cfg.get("source") == "local-dir" or cfg.get("state_dict") is not None:
+        return None
+    if cfg.get("file") and cfg.get("source") != "hf-hub":
+        return None
+    return cfg.get("hf_hub_id") or None
+
+
 def build_pretrained(build: Callable[..., Any], name: str, cfg: Mapping[str, Any],
                      cache_dir: Optional[PathLike] = None) -> Any:
-    """Run timm's builder with the sha256 check; a Hub failure becomes one line naming tag, repo and remedy."""
+    """Run timm's builder with the integrity checks; a Hub failure or an unreadable file becomes one line
+    naming tag, repo or file, and the remedy."""
+    from safetensors import SafetensorError
+
     try:
         return build(pretrained_filter_fn=sha256_filter(name, cache_dir))
     except _download_errors() as e:
@@ -101,3 +166,9 @@ def build_pretrained(build: Callable[..., Any], name: str, cfg: Mapping[str, Any
             f"{name}: cannot get {WEIGHTS_FILE} from hf-hub repo {repo} ({error_summary(e)}); "
             f"go online (unset HF_HUB_OFFLINE) so timm can download it, publish it with `mixer-zoo publish DIR "
             f"--repo-id {repo}`, or load a local file with pretrained_cfg_overlay=dict(file=PATH)") from None
+    except SafetensorError as e:  # a header safetensors cannot parse: say which file and what to do
+        located = _locate(cfg, cache_dir)
+        weights, repo, folder = (located[0], located[2], located[3]) if located else (None, None, None)
+        where = f"{weights}" + (f" (hf-hub repo {repo})" if repo else "") if weights else "its weights file"
+        raise WeightsError(f"{name}: {where} is not a readable safetensors file ({first_line(e)}); "
+                           f"{recovery_hint(name, repo, folder)}") from None

@@ -24,6 +24,14 @@ LABEL_SET_CLASSES = {"imagenet-1k": 1000, "imagenet-21k": 21843, "imagenet-21k-p
 PathLike = Union[str, Path]
 
 
+RELEASE_URL_PREFIXES = {
+    "jax_npz": ("https://storage.googleapis.com/mixer_models/",),
+    "timm_pth": ("https://github.com/rwightman/pytorch-image-models/releases/download/",
+                 "https://github.com/huggingface/pytorch-image-models/releases/download/"),
+}
+"""Where each source format is released (Google's bucket; timm's GitHub releases): ``manifest check`` accepts
+a source URL only there."""
+
 GOOGLE_TAG_PREFIXES = ("goog_", "sam_", "gsam_")
 """Tags of Google's JAX weights; ``sam_in1k``/``gsam_in1k`` follow timm's name for Google's SAM ViTs."""
 
@@ -46,9 +54,18 @@ def _read_json(path: str) -> Any:
         raise ManifestError(f"{path}: weights manifest not found") from None
     except json.JSONDecodeError as e:
         raise ManifestError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except UnicodeDecodeError as e:
+        raise ManifestError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
-_load_cached = functools.lru_cache(maxsize=None)(_read_json)
+@functools.lru_cache(maxsize=None)
+def _load_cached(path: str) -> Any:
+    """An override manifest is validated against the schema before anything is looked up in it (so a
+    schema-breaking file is one error naming file and key, and an ``http://`` source is never downloaded);
+    the packaged one is validated by the test suite."""
+    if Path(path).resolve() == MANIFEST_PATH.resolve():
+        return _read_json(path)
+    return validate_manifest(path)
 
 
 def load_manifest(path: Optional[PathLike] = None) -> Dict[str, Any]:
@@ -114,11 +131,8 @@ def update_measured_metrics(updates: Dict[str, Dict[str, Dict[str, Any]]], path:
     The file is re-read just before writing (not the cached copy) and keeps its formatting.
     """
     target = manifest_path(path).resolve()  # the manifest in effect; write through the package's symlink
-    try:
-        manifest = json.loads(target.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ManifestError(f"{target}: cannot read the weights manifest: {e}") from None
-    weights = manifest.get("weights", {})
+    manifest = validate_manifest(target)  # from disk, not the cache: it is about to be rewritten
+    weights = manifest["weights"]
     for key, groups in updates.items():
         if key not in weights:
             raise ManifestError(f"{target}: no weights entry {key!r} to record measured metrics in")
@@ -135,7 +149,7 @@ def record_converted(updates: Mapping[str, Mapping[str, Any]], manifest: Optiona
     """Write ``{"arch.tag": {"sha256", "size_bytes"}}`` into ``converted`` of each entry, atomically; a
     recorded sha256 is never overwritten with a different one."""
     target = manifest_path(manifest).resolve()  # write through the package's symlink
-    data = json.loads(target.read_text(encoding="utf-8"))
+    data = validate_manifest(target)
     for key, converted in updates.items():
         if key not in data["weights"]:
             raise ManifestError(f"{target}: no weights entry {key!r} to record the converted file in")
