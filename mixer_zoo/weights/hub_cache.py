@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Union
 
+from ..model.resolution import expand_to_model
 from ..util.report import error_summary
 from .download import sha256_of
 from .manifest import entry_for_hub_id, manifest_path
@@ -73,12 +74,13 @@ def _weights_source(cfg: Mapping[str, Any]) -> Optional[str]:
 
 def sha256_filter(name: str, cache_dir: Optional[PathLike] = None) -> Callable[[Dict[str, Any], Any], Dict[str, Any]]:
     """A timm ``pretrained_filter_fn``: it runs right after timm's download, so the file it checks is the
-    one timm just read."""
+    one timm just read. The checked weights are then expanded when the model was built at K times their
+    resolution (:func:`mixer_zoo.model.resolution.expand_to_model`)."""
     def check(state_dict: Dict[str, Any], model: Any) -> Dict[str, Any]:
         hub_id = _weights_source(getattr(model, "pretrained_cfg", None) or {})
         if hub_id:
             verify_cached_weights(hub_id, name, cache_dir)
-        return state_dict
+        return expand_to_model(state_dict, model)
 
     return check
 
