@@ -13,6 +13,8 @@ from timm.models._builder import resolve_pretrained_cfg
 
 from .model import ARCHITECTURES, TIMM_EQUIVALENTS, Mixer  # noqa: F401  (the zoo's names, re-exported)
 from .model.mixer import materialize_meta_
+from .model.architectures import CUSTOM_ARCHITECTURE, SHAPE_ARGS
+from .model.resolution import pretrained_model_kwargs
 from .weights.hub_cache import build_pretrained
 from .weights.manifest import weights_entries
 
@@ -42,6 +44,9 @@ def pretrained_cfg_from_entry(entry: Dict[str, Any]) -> Dict[str, Any]:
 
 
 default_cfgs = generate_default_cfgs({name: pretrained_cfg_from_entry(e) for name, e in weights_entries().items()})
+default_cfgs.update(generate_default_cfgs({CUSTOM_ARCHITECTURE: dict(
+    url="", num_classes=1000, input_size=(3, 224, 224), fixed_input_size=True, crop_pct=1.0, interpolation="bilinear",
+    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), first_conv="stem.proj", classifier="head")}))
 
 
 def _create_mixer(variant: str, pretrained: bool = False, **kwargs: Any) -> Mixer:
@@ -54,11 +59,14 @@ def _create_mixer(variant: str, pretrained: bool = False, **kwargs: Any) -> Mixe
     entry = weights_entries().get(f"{variant}.{cfg.tag}")
     kwargs.setdefault("act_layer", entry["act_layer"] if entry else "gelu")
     out_indices = kwargs.pop("out_indices", 3)
+    model_kwargs = {**ARCHITECTURES.get(variant, {}), **kwargs}
+    if pretrained:  # at K times the pretrained size the token MLPs widen by K² (model/resolution.py)
+        model_kwargs = pretrained_model_kwargs(model_kwargs, cfg.input_size, f"{variant}.{cfg.tag}")
     build = functools.partial(
         build_model_with_cfg, Mixer, variant, pretrained,
         pretrained_cfg=cfg.to_dict(),
         feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
-        **{**ARCHITECTURES[variant], **kwargs},
+        **model_kwargs,
     )
     if not pretrained:
         return build()
@@ -109,3 +117,18 @@ def mixer_l32_zoo(pretrained: bool = False, **kwargs: Any) -> Mixer:
 @register_model
 def mixer_h14_zoo(pretrained: bool = False, **kwargs: Any) -> Mixer:
     return _create_mixer("mixer_h14_zoo", pretrained, **kwargs)
+
+
+@register_model
+def mixer_custom_zoo(pretrained: bool = False, **kwargs: Any) -> Mixer:
+    """Any Mixer shape, given as arguments (``SHAPE_ARGS``): the architecture of converted checkpoints outside the
+    paper's table, e.g. a patch-4 Mixer trained on CIFAR at 32 px; their ``config.json`` ``model_args`` hold it."""
+    missing = [k for k in SHAPE_ARGS if kwargs.get(k) is None]
+    if missing:
+        raise TypeError(f"{CUSTOM_ARCHITECTURE} needs the Mixer's shape: missing {', '.join(missing)} "
+                        f"(give all of {', '.join(SHAPE_ARGS)}, as a converted folder's config.json does)")
+    if not kwargs.get("pretrained_cfg"):  # no weights' cfg (local-dir gives one): the input is the model's size
+        size = kwargs["img_size"]
+        size = (size, size) if isinstance(size, int) else tuple(size)[-2:]
+        kwargs["pretrained_cfg_overlay"] = dict(input_size=(3, *size), **(kwargs.get("pretrained_cfg_overlay") or {}))
+    return _create_mixer(CUSTOM_ARCHITECTURE, pretrained, **kwargs)

@@ -17,7 +17,8 @@ from mixer_zoo.cli import main as cli_main
 from mixer_zoo.formats.keys import ConversionError, expected_official_shapes, infer_architecture
 from mixer_zoo.formats.mmpretrain_layout import mmpretrain_to_timm, timm_to_mmpretrain
 from mixer_zoo.formats.npz import npz_to_timm_state_dict, timm_to_npz_arrays
-from mixer_zoo.tools.convert import convert_npz, convert_tag, CONVERTER_VERSION, export_mmpretrain, verify_against_flax
+from mixer_zoo.tools.convert import (CONVERTER_VERSION, PARITY_FACTOR, PARITY_FLOOR, convert_npz, convert_tag,
+                                     export_mmpretrain, parity_rows, verify_against_flax)
 from mixer_zoo.weights.download import cached_path
 from mixer_zoo.reference.flax_mixer import load_official_npz, make_official_npz
 from mixer_zoo.weights.manifest import get_entry
@@ -40,8 +41,19 @@ def s32_folder(s32_npz, tmp_path_factory):
 
 def _print_rows(name, rows):
     for r in rows:
-        print(f"{name} gelu={r['gelu']}: max abs {r['max_abs_diff']:.3g}, max rel {r['max_rel_diff']:.3g}, "
-              f"top-1 agreement {r['top1_agreement']:.2f}")
+        print(f"{name} {r['model']} {r['dtype']} gelu={r['gelu']} vs {r['versus']}: max abs {r['max_abs_diff']:.3g}, "
+              f"max rel {r['max_rel_diff']:.3g}, top-1 agreement {r['top1_agreement']:.2f}")
+
+
+def _assert_float64_parity(rows):
+    """Against float64 JAX: ours in float64 is the same function (rounding of 1e-16), ours in float32 is as close
+    as JAX's own float32 model (the --verify gate), and the erf GELU would be visibly further."""
+    r = parity_rows(rows, "gelu_tanh")
+    assert r["ours64"]["max_rel_diff"] < 1e-12
+    assert r["ours32"]["max_rel_diff"] <= PARITY_FACTOR * r["jax32"]["max_rel_diff"] + PARITY_FLOOR
+    assert r["ours32"]["top1_agreement"] == 1.0
+    erf = next(x for x in rows if x["gelu"] == "gelu" and x["versus"] == "jax float64")
+    assert erf["max_rel_diff"] > 10 * r["ours32"]["max_rel_diff"]  # the GELU flavour is visible in the logits
 
 
 # ---- parity with the JAX model -------------------------------------------------------------------------------
@@ -49,9 +61,7 @@ def _print_rows(name, rows):
 def test_s32_ten_classes_matches_flax_with_tanh_gelu(s32_npz, s32_folder):
     rows = verify_against_flax(s32_npz, s32_folder, batch_size=2)
     _print_rows("S/32 10 classes", rows)
-    tanh, erf = (next(r for r in rows if r["gelu"] == g) for g in ("gelu_tanh", "gelu"))
-    assert tanh["max_rel_diff"] <= 1e-5 and tanh["top1_agreement"] == 1.0
-    assert erf["max_rel_diff"] > 10 * tanh["max_rel_diff"]  # the GELU flavour is visible in the logits
+    _assert_float64_parity(rows)
 
 
 def test_b16_matches_flax_with_tanh_gelu(tmp_path):
@@ -60,9 +70,7 @@ def test_b16_matches_flax_with_tanh_gelu(tmp_path):
     out = convert_npz(npz, tmp_path / "b16", progress=False)
     rows = verify_against_flax(npz, out, batch_size=2)
     _print_rows("B/16 1000 classes", rows)
-    tanh, erf = (next(r for r in rows if r["gelu"] == g) for g in ("gelu_tanh", "gelu"))
-    assert tanh["max_rel_diff"] <= 1e-5 and tanh["top1_agreement"] == 1.0
-    assert erf["max_rel_diff"] > 10 * tanh["max_rel_diff"]
+    _assert_float64_parity(rows)
 
 
 def test_readme_command_converts_verifies_and_timm_loads(s32_npz, tmp_path):
@@ -96,7 +104,8 @@ def test_config_json_is_timms_hub_format(s32_folder):
     config = json.loads((s32_folder / "config.json").read_text())
     assert config["architecture"] == "mixer_s32_zoo"
     assert config["num_classes"] == 10 and config["num_features"] == 512 and config["global_pool"] == "avg"
-    assert config["model_args"] == {"act_layer": "gelu_tanh"}
+    assert config["model_args"] == dict(ARCHITECTURES["mixer_s32_zoo"], img_size=224, num_classes=10,
+                                        act_layer="gelu_tanh")
     assert config["pretrained_cfg"]["mean"] == [0.5, 0.5, 0.5] and config["pretrained_cfg"]["num_classes"] == 10
     assert config["pretrained_cfg"]["tag"] == "local"
 
@@ -117,8 +126,7 @@ def test_infer_architecture_from_shapes_for_every_variant():
             shapes = expected_official_shapes(dict(dims, img_size=224), num_classes)
             assert infer_architecture(shapes) == arch
     odd = expected_official_shapes(dict(ARCHITECTURES["mixer_s32_zoo"], embed_dim=320, img_size=224), 10)
-    with pytest.raises(ConversionError, match="embed_dim=320.*match no architecture"):
-        infer_architecture(odd)
+    assert infer_architecture(odd) == "mixer_custom_zoo"  # any other shape: the generic architecture
 
 
 # ---- round trips ----------------------------------------------------------------------------------------------

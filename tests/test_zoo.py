@@ -14,8 +14,18 @@ PAPER_PARAMS = {
 }
 
 
-def test_all_eight_architectures_are_listed_by_timm():
-    assert sorted(timm.list_models("*_zoo")) == sorted(PAPER_PARAMS)
+def test_all_eight_architectures_and_the_generic_one_are_listed_by_timm():
+    assert sorted(timm.list_models("*_zoo")) == sorted([*PAPER_PARAMS, "mixer_custom_zoo"])
+
+
+def test_the_generic_architecture_takes_any_shape_and_needs_all_of_it():
+    shape = dict(patch_size=4, num_blocks=4, embed_dim=128, tokens_mlp_dim=64, channels_mlp_dim=512, img_size=32)
+    model = timm.create_model("mixer_custom_zoo", num_classes=10, **shape)
+    assert sum(p.numel() for p in model.parameters()) == 569_994  # stem 6272 + 4 x (512 + 8320 + 131712) + 256 + 1290
+    assert model.pretrained_cfg["input_size"] == (3, 32, 32)
+    assert timm.data.resolve_data_config({}, model=model)["input_size"] == (3, 32, 32)
+    with pytest.raises(TypeError, match="mixer_custom_zoo needs the Mixer's shape: missing tokens_mlp_dim"):
+        timm.create_model("mixer_custom_zoo", **{k: v for k, v in shape.items() if k != "tokens_mlp_dim"})
 
 
 @pytest.mark.parametrize("name", sorted(PAPER_PARAMS))

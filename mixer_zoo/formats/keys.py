@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from ..model.architectures import ARCHITECTURES
+from ..model.architectures import ARCHITECTURES, CUSTOM_ARCHITECTURE
 
 PathLike = Union[str, Path]
 Shape = Tuple[int, ...]
@@ -105,17 +105,16 @@ def infer_dims_timm(state_dict: Mapping[str, Any], source: str = "<state dict>")
 
 
 def architecture_for_dims(dims: Mapping[str, int], source: str = "<arrays>") -> str:
+    """The paper's architecture with these patch size, width, depth and MLP sizes (at any image size), else
+    the generic ``mixer_custom_zoo``, which takes the shape as arguments."""
     for name, arch in ARCHITECTURES.items():
         if all(arch[k] == dims[k] for k in arch):
             return name
-    described = ", ".join(f"{k}={dims[k]}" for k in ("patch_size", "embed_dim", "num_blocks", "tokens_mlp_dim",
-                                                     "channels_mlp_dim"))
-    raise ConversionError(f"{source}: shapes ({described}) match no architecture of the zoo "
-                          f"({', '.join(ARCHITECTURES)})")
+    return CUSTOM_ARCHITECTURE
 
 
 def infer_architecture(arrays: Mapping[str, Any], source: str = "<arrays>") -> str:
-    """The zoo architecture whose patch size, width, depth and MLP sizes the official-layout arrays have."""
+    """The zoo architecture of official-layout arrays (``mixer_custom_zoo`` for a shape outside the table)."""
     return architecture_for_dims(infer_dims(arrays, source), source)
 
 

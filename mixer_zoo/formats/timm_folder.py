@@ -18,12 +18,12 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterator, Mapping, Optional
+from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
 import torch
 
 from .._version import __version__
-from ..model.architectures import ARCHITECTURES
+from ..model.architectures import SHAPE_ARGS
 from ..util.files import fsync_dir, fsync_file, is_temp_name, lock_file_for, locked, named, umask_mode
 from ..weights.download import LOCKS, cache_dir
 from ..weights.integrity import CONTENT_KEY, PENDING, content_sha256, seal_config, seal_safetensors
@@ -114,20 +114,46 @@ def staging_folder(out_dir: PathLike, force: bool = False, quiet: bool = False) 
             shutil.rmtree(stage, ignore_errors=True)
 
 
+PREPROCESSING = {
+    "jax_npz": (dict(crop_pct=1.0, interpolation="bilinear", mean=[0.5] * 3, std=[0.5] * 3),
+                "vision_transformer vit_jax/input_pipeline.py (evaluation resizes to the input size, no crop, "
+                "bilinear; pixels (x - 127.5) / 127.5)"),
+    "mmpretrain_native": (dict(crop_pct=1.0, interpolation="bilinear", mean=[0.5] * 3, std=[0.5] * 3),
+                          "mmpretrain CIFAR test pipelines (the image at its own size, no crop); pixels "
+                          "(x - 127.5) / 127.5 as mixer-zoo's mmpretrain configs"),
+}
+"""Evaluation preprocessing of a checkpoint the manifest does not know, by where it comes from: what its
+source's own evaluation pipeline does. Sources not listed get Google's 224 px ImageNet cfg (timm's)."""
+
+
+def source_preprocessing(layout: Optional[str], img_size: int) -> Tuple[Dict[str, Any], str]:
+    """``(crop_pct/interpolation/mean/std, where that comes from)`` for a file of ``layout`` at ``img_size``."""
+    if layout == "jax_npz":
+        return PREPROCESSING["jax_npz"]
+    if layout == "mmpretrain" and img_size != 224:  # mmpretrain's Mixer configs are 224 px ImageNet ones
+        return PREPROCESSING["mmpretrain_native"]
+    google = next(e for e in weights_entries().values() if e.get("source"))
+    return ({k: google[k] for k in ("crop_pct", "interpolation", "mean", "std")},
+            "timm's cfg of Google's ImageNet Mixers (resize to 256/224, centre crop)")
+
+
+def model_args_for(dims: Mapping[str, int], num_classes: int, act_layer: str) -> Dict[str, Any]:
+    """The whole shape, so that any Mixer (not only the paper's sizes) is rebuilt from ``config.json`` alone."""
+    return dict({k: int(dims[k]) for k in SHAPE_ARGS}, num_classes=num_classes, act_layer=act_layer)
+
+
 def timm_config(arch: str, num_classes: int, act_layer: str, pretrained_cfg: Mapping[str, Any],
-                dims: Optional[Mapping[str, int]] = None) -> Dict[str, Any]:
-    """``config.json`` in timm's Hub format; ``model_args`` carries what the architecture name does not."""
-    model_args: Dict[str, Any] = {"act_layer": act_layer}
-    if dims and dims.get("img_size", 224) != 224:
-        model_args["img_size"] = dims["img_size"]
+                dims: Mapping[str, int]) -> Dict[str, Any]:
+    """``config.json`` in timm's Hub format; ``model_args`` records the shape (timm passes it to the
+    architecture), ``pretrained_cfg`` the input size and preprocessing."""
+    model_args = model_args_for(dims, num_classes, act_layer)
     cfg = dict(pretrained_cfg)
-    cfg.update(architecture=arch, num_classes=num_classes, custom_load=False)
-    if "img_size" in model_args:
-        cfg["input_size"] = [3, model_args["img_size"], model_args["img_size"]]
+    cfg.update(architecture=arch, num_classes=num_classes, custom_load=False,
+               input_size=[3, model_args["img_size"], model_args["img_size"]])
     for key in ("hf_hub_id", "url", "file", "source", "state_dict"):
         cfg.pop(key, None)  # where the weights are is decided by whoever loads the folder
     cfg = {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items() if v is not None}
-    return dict(architecture=arch, num_classes=num_classes, num_features=ARCHITECTURES[arch]["embed_dim"],
+    return dict(architecture=arch, num_classes=num_classes, num_features=int(dims["embed_dim"]),
                 global_pool="avg", model_args=model_args, pretrained_cfg=cfg)
 
 
@@ -136,24 +162,41 @@ def pretrained_cfg_for(arch: str, entry: Mapping[str, Any]) -> Dict[str, Any]:
     return dict(pretrained_cfg_from_entry(entry), architecture=arch, tag=entry["tag"])
 
 
-def local_entry(arch: str, num_classes: int, act_layer: str, src: PathLike) -> Dict[str, Any]:
-    """A manifest-like entry for a file the manifest does not know: Google's preprocessing (shared by all
-    their Mixer releases), no claims about licence or accuracy."""
+def local_entry(arch: str, num_classes: int, act_layer: str, src: PathLike, dims: Mapping[str, int],
+                num_params: int, layout: Optional[str] = None) -> Dict[str, Any]:
+    """A manifest-like entry for a file the manifest does not know, describing that file: its shape, input size
+    and parameter count (from its tensors), and its source's evaluation preprocessing; no claims about licence
+    or accuracy."""
     google = next((e for e in weights_entries().values() if e.get("source") and e["architecture"] == arch), None)
     google = google or next(e for e in weights_entries().values() if e.get("source"))
+    size = int(dims["img_size"])
+    preprocessing, where = source_preprocessing(layout, size)
     return dict(
         architecture=arch, tag="local", act_layer=act_layer,
-        source=dict(url=None, file=Path(src).name, format=None, sha256=None), hf_hub_id=None,
+        source=dict(url=None, file=Path(src).name, format=layout, sha256=None), hf_hub_id=None,
         num_classes=num_classes, label_set=google["label_set"] if num_classes == google["num_classes"] else None,
-        input_size=list(google["input_size"]), crop_pct=google["crop_pct"], interpolation=google["interpolation"],
-        mean=list(google["mean"]), std=list(google["std"]), license="unknown",
+        num_params=int(num_params), model_args=model_args_for(dims, num_classes, act_layer),
+        input_size=[3, size, size], **preprocessing, preprocessing_source=where, license="unknown",
         paper={"name": "MLP-Mixer: An all-MLP Architecture for Vision", "arxiv": "2105.01601"},
         description=f"Converted from the local file {Path(src).name}.", metrics={"reported": {}, "measured": {}})
 
 
+def describe_file(entry: Mapping[str, Any], dims: Mapping[str, int], num_params: int, source: str) -> Dict[str, Any]:
+    """A manifest entry checked against the file converted for it: a file of another input size or parameter
+    count is not the one the entry describes."""
+    size = int(dims["img_size"])
+    if list(entry["input_size"][1:]) != [size, size]:
+        raise ConversionError(f"{source}: the file is a {size} px model but the manifest entry "
+                              f"{entry['architecture']}.{entry['tag']} says input_size {entry['input_size']}")
+    if entry.get("num_params") is not None and entry["num_params"] != num_params:
+        raise ConversionError(f"{source}: the file has {num_params:,} parameters but the manifest entry "
+                              f"{entry['architecture']}.{entry['tag']} says {entry['num_params']:,}")
+    return dict(entry, model_args=model_args_for(dims, entry["num_classes"], entry["act_layer"]))
+
+
 def write_config_and_card(stage: Path, arch: str, num_classes: int, act_layer: str,
                           pretrained_cfg: Mapping[str, Any], entry: Mapping[str, Any], metadata: Mapping[str, str],
-                          dims: Optional[Mapping[str, int]] = None, weights_content: Optional[str] = None) -> None:
+                          dims: Mapping[str, int], weights_content: Optional[str] = None) -> None:
     """``config.json`` (sealed to the weights already in ``stage``) and ``README.md``."""
     config = timm_config(arch, num_classes, act_layer, pretrained_cfg, dims)
     config = seal_config(config, weights_content or content_sha256(stage / "model.safetensors")[0])
@@ -178,9 +221,12 @@ def write_converted_folder(state_dict: Mapping[str, torch.Tensor], dims: Mapping
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
-    entry = entry or local_entry(arch, num_classes, act_layer, metadata.get("source_file", "state_dict"))
-    pretrained_cfg = pretrained_cfg or pretrained_cfg_for(arch, entry)
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state_dict.items()}
+    num_params = sum(t.numel() for t in tensors.values())
+    source = metadata.get("source_file", "state_dict")
+    entry = (describe_file(entry, dims, num_params, source) if entry else
+             local_entry(arch, num_classes, act_layer, source, dims, num_params, metadata.get("source_layout")))
+    pretrained_cfg = pretrained_cfg or pretrained_cfg_for(arch, entry)
     with staging_folder(out_dir, force) as stage:
         weights = stage / "model.safetensors"
         save_file(tensors, str(weights), metadata={**{k: str(v) for k, v in metadata.items()}, CONTENT_KEY: PENDING})

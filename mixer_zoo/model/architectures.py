@@ -17,6 +17,11 @@ ARCHITECTURES: Dict[str, Dict[str, int]] = {
     "mixer_h14_zoo": dict(patch_size=14, num_blocks=32, embed_dim=1280, tokens_mlp_dim=640, channels_mlp_dim=5120),
 }
 
+CUSTOM_ARCHITECTURE = "mixer_custom_zoo"
+"""The generic architecture: any shape, given as arguments (what converted folders outside the table use)."""
+SHAPE_ARGS = ("patch_size", "num_blocks", "embed_dim", "tokens_mlp_dim", "channels_mlp_dim", "img_size")
+"""A Mixer's whole shape: what ``config.json`` ``model_args`` record and ``mixer_custom_zoo`` requires."""
+
 TIMM_EQUIVALENTS = {
     "mixer_s16_zoo": "mixer_s16_224", "mixer_s32_zoo": "mixer_s32_224", "mixer_b16_zoo": "mixer_b16_224",
     "mixer_b32_zoo": "mixer_b32_224", "mixer_l16_zoo": "mixer_l16_224", "mixer_l32_zoo": "mixer_l32_224",

@@ -177,13 +177,23 @@ def load_official_npz(path: Union[str, Path]) -> Dict[str, np.ndarray]:
         return {k: npz[k] for k in npz.files}
 
 
-def flax_logits(params: Mapping[str, np.ndarray], images_nhwc: np.ndarray) -> np.ndarray:
-    """Run the official model on flat official-layout params; the architecture is read from their shapes."""
+def flax_logits(params: Mapping[str, np.ndarray], images_nhwc: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
+    """Run the official model on flat official-layout params; the architecture is read from their shapes.
+
+    ``dtype=np.float64`` runs it in double precision (jax's x64 mode, inside this call only), with the params
+    and images cast exactly: the reference that float32 implementations are measured against."""
     import jax
 
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"flax_logits runs in float32 or float64, not {dtype}")
     dims = infer_dims({k: tuple(v.shape) for k, v in params.items()})
     num_classes = params["head/bias"].shape[0] if "head/bias" in params else 0
     model = flax_mixer(dims, num_classes)
-    tree = jax.tree_util.tree_map(jax.numpy.asarray, unflatten_params(params))
-    out = jax.jit(model.apply)({"params": tree}, jax.numpy.asarray(images_nhwc, dtype=jax.numpy.float32))
-    return np.asarray(out)
+    with jax.enable_x64(dtype == np.float64):
+        tree = jax.tree_util.tree_map(lambda a: jax.numpy.asarray(np.asarray(a, dtype)), unflatten_params(params))
+        out = jax.jit(model.apply)({"params": tree}, jax.numpy.asarray(np.asarray(images_nhwc, dtype)))
+        out = np.asarray(out)
+    if out.dtype != dtype:
+        raise RuntimeError(f"the Flax reference ran in {out.dtype}, not {dtype}")
+    return out

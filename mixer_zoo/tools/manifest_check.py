@@ -29,6 +29,22 @@ def _release_url_problem(url: str, source_format: str) -> Optional[str]:
     return None
 
 
+def problems_of_resolution(e: Dict[str, Any], problem: Any) -> None:
+    """``resolution`` against the rest of the entry: weights exist iff a training resolution does, the input
+    size is the last resolution they saw, and ``*_ft_*`` tags (timm's "fine-tuned on") name a fine-tuning."""
+    trained, fine_tuned = e["resolution"]["trained"], e["resolution"]["fine_tuned"]
+    if (e["source"] is None) != (trained is None):
+        problem("resolution.trained is null exactly when there are no weights (source null)")
+    if fine_tuned is not None and trained is None:
+        problem("resolution.fine_tuned set without resolution.trained")
+    last = fine_tuned or trained
+    if last is not None and list(e["input_size"][1:]) != [last, last]:
+        problem(f"input_size {e['input_size']} but the weights were last trained at {last} px (resolution)")
+    if ("_ft_" in e["tag"]) != (fine_tuned is not None):
+        problem(f"tag {e['tag']!r} {'says' if '_ft_' in e['tag'] else 'does not say'} fine-tuned (_ft_) but "
+                f"resolution.fine_tuned is {fine_tuned}")
+
+
 def check_manifest(path: Optional[PathLike] = None, build_models: bool = True) -> List[str]:
     """Schema validation, then cross-checks against the code; returns every problem found (empty: all good).
 
@@ -72,6 +88,7 @@ def check_manifest(path: Optional[PathLike] = None, build_models: bool = True) -
             real = sum(p.numel() for p in model.parameters())
             if real != e["num_params"]:
                 problem(key, f"num_params {e['num_params']} but the real model has {real}")
+        problems_of_resolution(e, lambda message: problem(key, message))
         source, hub_id = e["source"], e["hf_hub_id"]
         if source is None:
             if hub_id is not None:

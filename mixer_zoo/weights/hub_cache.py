@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Union
 
+from ..model.resolution import expand_to_model
 from ..util.report import error_summary, first_line
 from .download import sha256_of
 from .integrity import IntegrityError, content_sha256, verify_config
@@ -128,10 +129,11 @@ def verify_cached_weights(hub_id: str, name: str, cache_dir: Optional[PathLike] 
 
 def sha256_filter(name: str, cache_dir: Optional[PathLike] = None) -> Callable[[Dict[str, Any], Any], Dict[str, Any]]:
     """A timm ``pretrained_filter_fn``: it runs right after timm read the file and before the weights go into
-    the model, so the file it checks is the one timm just read."""
+    the model, so the file it checks is the one timm just read. The checked weights are then expanded when the
+    model was built at K times their resolution (:func:`mixer_zoo.model.resolution.expand_to_model`)."""
     def check(state_dict: Dict[str, Any], model: Any) -> Dict[str, Any]:
         verify_loaded_weights(getattr(model, "pretrained_cfg", None) or {}, name, cache_dir)
-        return state_dict
+        return expand_to_model(state_dict, model)
 
     return check
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, List, Mapping, Optional
 
-from ..model.architectures import ARCHITECTURES, param_count
+from ..model.architectures import ARCHITECTURES
 from .manifest import load_manifest
 
 TAGS = ("image-classification", "timm", "mlp-mixer")
@@ -64,6 +64,18 @@ def _citations(entry: Mapping[str, Any]) -> List[str]:
     return [known[a] for a in ids if a in known]
 
 
+def _resolution_text(entry: Mapping[str, Any]) -> str:
+    """The manifest's ``resolution`` (trained / fine-tuned at), else what the file's token count says."""
+    res = entry.get("resolution")
+    if res:
+        if res.get("trained") is None:
+            return "untrained"
+        text = f"trained at {res['trained']} px"
+        return text + (f", fine-tuned at {res['fine_tuned']} px" if res.get("fine_tuned") else ", not fine-tuned")
+    size = (entry.get("input_size") or [None])[-1]
+    return f"{size} px (from the file's token count; how it was trained is not recorded)"
+
+
 def render_model_card(entry: Mapping[str, Any], extra: Optional[Mapping[str, Any]] = None) -> str:
     """Markdown with YAML front matter for one weights entry; ``extra`` adds rows to a Conversion section
     (source file, its sha256, converter version, ...)."""
@@ -74,19 +86,21 @@ def render_model_card(entry: Mapping[str, Any], extra: Optional[Mapping[str, Any
     out = [_front_matter(entry), "", f"# Model card for {name}", "", entry.get("description") or "", "",
            "## Model details", ""]
     details = [("Architecture", f"`{arch}`")]
-    if arch in ARCHITECTURES:
-        a = ARCHITECTURES[arch]
-        details.append(("Shape", f"patch {a['patch_size']}, width {a['embed_dim']}, depth {a['num_blocks']}, "
-                                 f"token MLP {a['tokens_mlp_dim']}, channel MLP {a['channels_mlp_dim']}"))
-        if entry.get("num_classes") is not None and entry.get("input_size", [3, 224, 224])[-1] == 224:
-            details.append(("Params", f"{param_count(arch, entry['num_classes']):,}"))
+    shape = ARCHITECTURES.get(arch) or entry.get("model_args")
+    if shape:
+        details.append(("Shape", f"patch {shape['patch_size']}, width {shape['embed_dim']}, depth {shape['num_blocks']}, "
+                                 f"token MLP {shape['tokens_mlp_dim']}, channel MLP {shape['channels_mlp_dim']}"))
+    if entry.get("num_params") is not None:  # the manifest's (checked against the real model) or the file's
+        details.append(("Params", f"{entry['num_params']:,}"))
     details += [
         ("Weights tag", f"`{tag}`" if tag else "-"),
         ("GELU", f"`{entry.get('act_layer', 'gelu')}`" + (" (tanh approximation, as Flax's `nn.gelu`)"
                                                           if entry.get("act_layer") == "gelu_tanh" else " (exact, erf)")),
         ("Classes", f"{entry.get('num_classes')}" + (f" ({entry['label_set']})" if entry.get("label_set") else "")),
         ("Input", f"{'x'.join(map(str, entry.get('input_size', [])))}, crop_pct {entry.get('crop_pct')}, "
-                  f"{entry.get('interpolation')}, mean {entry.get('mean')}, std {entry.get('std')}"),
+                  f"{entry.get('interpolation')}, mean {entry.get('mean')}, std {entry.get('std')}"
+                  + (f" (as {entry['preprocessing_source']})" if entry.get("preprocessing_source") else "")),
+        ("Resolution", _resolution_text(entry)),
         ("Source", f"{source.get('url') or source.get('file') or '-'}"
                    + (f" ({source['format']})" if source.get("format") else "")),
         ("Source sha256", f"`{source['sha256']}`" if source.get("sha256") else "-"),
