@@ -102,6 +102,7 @@ def test_backbone_matches_timm_forward_intermediates():
     (dict(arch="mixer_s16_zoo.gsam_in1k", pretrained=True, img_size=384), "was trained at 224x224"),
     (dict(arch=TINY, img_size=32, out_indices=5), "out_indices 5 is out of range for 2 blocks"),
     (dict(arch=TINY, img_size=32, out_type="cls_token"), "out_type must be one of"),
+    (dict(arch=dict(TINY, embed_dims=64), img_size=32), "arch dict has unknown keys ['embed_dims']"),
 ])
 def test_backbone_rejects_bad_arguments(config, message):
     with pytest.raises((ValueError, ManifestError), match=re.escape(message)):

@@ -98,6 +98,83 @@ def test_reader_refuses_to_run_code_from_a_pickle(tmp_path):
         read_batch(path)
 
 
+def test_a_subset_with_fewer_training_batches_loads(tmp_path):
+    """The layout of ../shared/data/cifar10-real: data_batch_1 alone ("training batch 1 of 1") and test_batch."""
+    write_cifar10(tmp_path, synthetic_split(50, 0), synthetic_split(20, 1), train_batches=1)
+    assert not (tmp_path / "cifar-10-batches-py" / "data_batch_2").exists()
+    images, labels = load_split(tmp_path, "train")
+    expected_images, expected_labels = synthetic_split(50, 0)
+    np.testing.assert_array_equal(images, expected_images)
+    np.testing.assert_array_equal(labels, expected_labels)
+
+
+def _rewrite(path: Path, **changes) -> None:
+    batch = pickle.loads(path.read_bytes(), encoding="latin1")  # our own file
+    batch.update(changes)
+    path.write_bytes(pickle.dumps(batch, protocol=2))
+
+
+BAD_BATCHES = {
+    # name: (how the folder is broken, exception type, pattern of the one-line message)
+    "gap": (lambda f: (f / "data_batch_2").unlink(), FileNotFoundError,
+            r"cifar-10-batches-py: not the standard CIFAR-10 layout, missing data_batch_2$"),
+    "no_training_batch": (lambda f: [(f / f"data_batch_{i}").unlink() for i in range(1, 6)], FileNotFoundError,
+                          r"missing data_batch_1$"),
+    "announced_batch_missing": (lambda f: [(f / f"data_batch_{i}").unlink() for i in range(3, 6)], FileNotFoundError,
+                                r"cifar-10-batches-py: missing data_batch_3 \(data_batch_1 says 'training batch 1 of 5'\)"),
+    "truncated": (lambda f: (f / "data_batch_4").write_bytes((f / "data_batch_4").read_bytes()[:-100]), ValueError,
+                  r"data_batch_4: truncated or corrupt CIFAR-10 batch file \(UnpicklingError"),
+    "label_out_of_range": (lambda f: _rewrite(f / "data_batch_2", labels=[10] * 64), ValueError,
+                           r"data_batch_2: 'labels' must be 64 integers in 0\.\.9 \(one per image\)"),
+    "label_count": (lambda f: _rewrite(f / "data_batch_3", labels=[1] * 63), ValueError,
+                    r"data_batch_3: 'labels' must be 64 integers in 0\.\.9"),
+    "labels_not_integers": (lambda f: _rewrite(f / "data_batch_3", labels=["cat"] * 64), ValueError,
+                            r"data_batch_3: 'labels' must be 64 integers"),
+    "test_batch_as_training": (lambda f: _rewrite(f / "data_batch_5", batch_label="testing batch 1 of 1"), ValueError,
+                               r"data_batch_5: batch_label 'testing batch 1 of 1' says it is a testing batch, "
+                               r"not a train one"),
+    "other_class_names": (lambda f: _rewrite(f / "batches.meta", label_names=["apple"] * 10), ValueError,
+                          r"batches.meta: label_names \['apple'.* are not CIFAR-10's classes"),
+    "meta_missing": (lambda f: (f / "batches.meta").unlink(), FileNotFoundError, r"missing batches.meta$"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_BATCHES))
+def test_a_broken_batch_file_is_one_clear_error(tmp_path, case):
+    breaks, error, pattern = BAD_BATCHES[case]
+    write_cifar10(tmp_path, synthetic_split(320, 0), synthetic_split(20, 1))
+    breaks(tmp_path / "cifar-10-batches-py")
+    with pytest.raises(error, match=pattern) as info:
+        load_split(tmp_path, "train")
+    assert "\n" not in str(info.value)
+
+
+def test_a_truncated_batch_stops_mixer_zoo_train_with_one_line(tmp_path, capsys):
+    write_cifar10(tmp_path / "data", synthetic_split(40, 0), synthetic_split(10, 1), train_batches=1)
+    batch = tmp_path / "data" / "cifar-10-batches-py" / "data_batch_1"
+    batch.write_bytes(batch.read_bytes()[: batch.stat().st_size // 2])
+    config = tiny_config(tmp_path, tmp_path / "data")
+    assert cli_main(["train", str(config), "--work-dir", str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("mixer-zoo train: error: ")
+    assert f"{batch}: truncated or corrupt CIFAR-10 batch file" in err[0]
+
+
+def test_per_class_keeps_a_balanced_subset_of_a_class_sorted_file(tmp_path):
+    from mixer_zoo.mmpretrain import ZooCIFAR10
+
+    images, labels = synthetic_split(200, 0)
+    order = np.argsort(labels, kind="stable")  # sorted by class, as the real subset's data_batch_1
+    write_cifar10(tmp_path, (images[order], labels[order]), synthetic_split(10, 1), train_batches=1)
+    dataset = ZooCIFAR10(data_root=str(tmp_path), split="train", per_class=3, pipeline=[])
+    kept = [dataset[i]["gt_label"] for i in range(len(dataset))]
+    assert sorted(kept) == sorted(list(range(10)) * 3)
+    first = next(i for i in range(len(dataset)) if dataset[i]["gt_label"] == 7)
+    np.testing.assert_array_equal(dataset[first]["img"], images[order][labels[order] == 7][0])
+    with pytest.raises(ValueError, match="per_class must be a positive number"):
+        ZooCIFAR10(data_root=str(tmp_path), split="train", per_class=0)
+
+
 # ---- training and testing ----------------------------------------------------------------------------
 
 def test_one_process_fine_tune_then_test(tmp_path, cifar_root, capsys):

@@ -22,10 +22,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..mmpretrain.launch import build_runner, checkpoint_arg, finish_distributed, is_main_process, load_config
+    from ..mmpretrain.launch import (build_runner, checkpoint_arg, finish_distributed, is_main_process, load_config,
+                                     set_threads)
     from ..util.report import format_table, write_csv, write_json
 
     cfg = load_config(args)
+    set_threads(args.threads)
     cfg.load_from = checkpoint_arg(args.checkpoint)
     cfg.resume = False
     try:

@@ -22,6 +22,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override config entries, e.g. train_cfg.max_iters=100 model.backbone.arch=mixer_s16_zoo")
     parser.add_argument("--launcher", choices=LAUNCHERS, default="none",
                         help="'pytorch' under torchrun for several processes or nodes")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="torch's intra-op threads per process (default: torch's choice, one per core)")
     parser.add_argument("--local-rank", "--local_rank", type=int, default=0, help=argparse.SUPPRESS)
 
 
@@ -38,9 +40,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..mmpretrain.launch import build_runner, checkpoint_arg, finish_distributed, load_config
+    from ..mmpretrain.launch import build_runner, checkpoint_arg, finish_distributed, load_config, set_threads
 
     cfg = load_config(args)
+    set_threads(args.threads)
     if args.load_from:
         cfg.load_from = checkpoint_arg(args.load_from)
     if args.resume == "auto":

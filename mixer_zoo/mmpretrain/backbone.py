@@ -29,6 +29,10 @@ def resolve_arch(arch: Union[str, Dict[str, int]]) -> Tuple[Dict[str, int], Opti
         missing = [k for k in ARCH_KEYS if k not in arch]
         if missing:
             raise ValueError(f"arch dict is missing {missing}; it needs {list(ARCH_KEYS)}")
+        unknown = sorted(set(arch) - set(ARCH_KEYS))
+        if unknown:  # otherwise ignored without a word (a misspelt key, or img_size given here)
+            raise ValueError(f"arch dict has unknown keys {unknown}; it takes {list(ARCH_KEYS)} (img_size and "
+                             "act_layer are MixerZoo arguments)")
         return {k: int(arch[k]) for k in ARCH_KEYS}, None
     name = str(arch)
     base = name.split(".", 1)[0]

@@ -13,6 +13,8 @@ import pickle
 from pathlib import Path
 from typing import Any, Optional
 
+from mmengine.runner import Runner
+
 from ..util.report import error_summary
 from .metafile import CONFIG_DIR
 
@@ -50,6 +52,17 @@ def load_config(args: argparse.Namespace, default_work_dir_prefix: str = "work_d
     cfg.work_dir = args.work_dir or cfg.get("work_dir") or os.path.join(default_work_dir_prefix, path.stem)
     cfg.launcher = args.launcher
     return cfg
+
+
+def set_threads(threads: Optional[int]) -> None:
+    """torch's intra-op thread count (``--threads``); on a shared CPU fewer threads than cores can be faster."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def prepare_distributed(cfg: Any) -> None:
@@ -95,17 +108,35 @@ def allow_mmengine_checkpoints() -> None:
         HistoryBuffer, (_history_buffer_method, "builtins.getattr")])
 
 
+class ZooRunner(Runner):
+    """mmengine's ``Runner``, except that the checkpoint of ``load_from`` (``mixer-zoo test CKPT``,
+    ``mixer-zoo train --load-from``) must match the model exactly: mmengine only warns about missing, unexpected
+    or mis-shaped keys and goes on with the model partly untouched. (A backbone-only start is the backbone's
+    ``init_cfg=dict(type='Pretrained', prefix='backbone.')``, as in ``finetune/cifar10.py``.)"""
+
+    def load_checkpoint(self, filename: str, map_location: Any = "cpu", strict: bool = True,
+                        revise_keys: Any = ((r"^module.", ""),)) -> Any:
+        try:
+            return super().load_checkpoint(filename, map_location, strict, revise_keys)
+        except RuntimeError as e:
+            problems = [line.strip() for line in str(e).splitlines()[1:] if line.strip()]
+            if not problems:
+                raise
+            summary = "; ".join(problems)
+            summary = summary if len(summary) <= 400 else summary[:400] + " ..."
+            raise RuntimeError(f"{filename}: does not match the model: {summary}") from None
+
+
 def build_runner(cfg: Any) -> Any:
-    """mmengine's Runner (mmpretrain's own ``Runner`` type if the config names one); importing this module
-    has already registered the zoo (it lives in ``mixer_zoo.mmpretrain``)."""
+    """mmengine's Runner with strict ``load_from`` (mmpretrain's own ``Runner`` type if the config names one);
+    importing this module has already registered the zoo (it lives in ``mixer_zoo.mmpretrain``)."""
     from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
 
     prepare_distributed(cfg)
     allow_mmengine_checkpoints()
     if "runner_type" in cfg:
         return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+    return ZooRunner.from_cfg(cfg)
 
 
 def finish_distributed() -> None:
@@ -123,8 +154,16 @@ def is_main_process() -> bool:
 
 
 def checkpoint_arg(value: Optional[str]) -> Optional[str]:
-    """A checkpoint given on the command line: ``zoo://arch.tag`` or an existing file."""
+    """A checkpoint given on the command line: ``zoo://arch.tag``, ``local-dir:FOLDER`` (a converted folder) or
+    an existing file."""
+    from .weights import LOCAL_DIR
+
     if value is None or "://" in value:
+        return value
+    if value.startswith(LOCAL_DIR):
+        folder = Path(value[len(LOCAL_DIR):])
+        if not (folder / "model.safetensors").is_file() and not (folder.is_file() and folder.suffix == ".safetensors"):
+            raise FileNotFoundError(f"checkpoint {value!r}: no converted folder with a model.safetensors at {folder}")
         return value
     if not Path(value).is_file():
         raise FileNotFoundError(f"checkpoint {value!r} not found")

@@ -74,3 +74,24 @@ def load_zoo_checkpoint(name: str, map_location: Optional[str] = None) -> Dict[s
 def load_from_zoo(filename: str, map_location: Optional[str] = None) -> Dict[str, Any]:
     """mmengine checkpoint loader for ``zoo://arch.tag``."""
     return load_zoo_checkpoint(filename[len(SCHEME):], map_location)
+
+
+LOCAL_DIR = "local-dir:"
+"""``local-dir:FOLDER``: a converted folder (``model.safetensors`` in timm layout), spelt as timm spells it."""
+
+
+def load_local_dir_checkpoint(folder: str) -> Dict[str, Any]:
+    """A converted folder (or a timm-layout ``.safetensors`` file) as an mmpretrain classifier checkpoint: the
+    tensors are checked as a Mixer (keys, shapes, finite values) before anything is loaded into a model."""
+    from ..formats.keys import check_timm_state_dict
+    from ..formats.torch_files import load_timm_weights
+
+    state_dict = load_timm_weights(folder)
+    check_timm_state_dict(state_dict, str(folder))
+    return {"state_dict": timm_to_mmpretrain(state_dict, str(folder)), "meta": {"source": str(folder)}}
+
+
+@CheckpointLoader.register_scheme(prefixes=LOCAL_DIR, force=True)
+def load_from_local_dir(filename: str, map_location: Optional[str] = None) -> Dict[str, Any]:
+    """mmengine checkpoint loader for ``local-dir:FOLDER`` (``load_from``, ``init_cfg``, ``mixer-zoo test``)."""
+    return load_local_dir_checkpoint(filename[len(LOCAL_DIR):])

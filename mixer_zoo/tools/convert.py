@@ -5,6 +5,7 @@ The formats themselves live in :mod:`mixer_zoo.formats`; this module chooses one
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import zipfile
 from pathlib import Path
@@ -88,12 +89,23 @@ def convert_npz(src: PathLike, out_dir: PathLike, arch: Optional[str] = None, ve
     return out_dir
 
 
+def _allow_trainer_checkpoints() -> None:
+    """A checkpoint of ``mixer-zoo train`` holds mmengine's bookkeeping next to the weights: let the weights-only
+    loader read it (numbers and mmengine's ``HistoryBuffer``, nothing callable) where mmpretrain is installed."""
+    if importlib.util.find_spec("mmpretrain") is not None:
+        from ..mmpretrain.launch import allow_mmengine_checkpoints
+
+        allow_mmengine_checkpoints()
+
+
 def convert_state_dict_file(src: PathLike, out_dir: PathLike, arch: Optional[str] = None, force: bool = False,
                             act_layer: Optional[str] = None, entry: Optional[Mapping[str, Any]] = None,
                             source_sha256: Optional[str] = None) -> Path:
-    """A ``.pth`` in timm layout (timm's GitHub releases) or mmpretrain layout -> timm folder."""
+    """A ``.pth`` in timm layout (timm's GitHub releases) or mmpretrain layout (``MlpMixer``, or ``MixerZoo`` as
+    ``mixer-zoo train`` writes it) -> timm folder."""
     src = Path(src)
     check_output_folder(Path(out_dir), force)
+    _allow_trainer_checkpoints()
     raw = load_torch_state_dict(src)
     mmpretrain = is_mmpretrain_layout(raw)
     state_dict = mmpretrain_to_timm(raw, str(src)) if mmpretrain else raw
