@@ -122,17 +122,16 @@ class MixerZoo(BaseBackbone):
         return self
 
     def _format(self, x: torch.Tensor) -> torch.Tensor:
-        """Token-major ``(N, B, C)`` -> the requested output layout."""
+        """Tokens ``(B, N, C)`` -> the requested output layout."""
         if self.out_type == "avg_featmap":
-            return x.mean(dim=0)
-        tokens = x.transpose(0, 1)
+            return x.mean(dim=1)
         if self.out_type == "raw":
-            return tokens.contiguous()
+            return x.contiguous()
         h, w = self.grid_size
-        return tokens.reshape(tokens.shape[0], h, w, -1).permute(0, 3, 1, 2).contiguous()
+        return x.reshape(x.shape[0], h, w, -1).permute(0, 3, 1, 2).contiguous()
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        x = self.stem(x)  # (N, B, C): the Mixer's blocks work token-major
+        x = self.stem(x)  # (B, N, C), as timm's blocks
         outs = []
         last = self.num_layers - 1
         for i, block in enumerate(self.blocks):

@@ -151,20 +151,20 @@ class PatchEmbed(nn.Module):
         return self.patch_size[0] if as_scalar else self.patch_size
 
     @torch.jit.unused
-    def _check_input(self, shape: Tuple[int, ...]) -> None:
+    def _check_input(self, shape: List[int]) -> None:
         if len(shape) != 4:
             raise ValueError(f"expected images of shape (B, C, H, W), got shape {shape}")
         if shape[1] != self.in_chans:
             raise ValueError(f"input has {shape[1]} channels; the model expects {self.in_chans}")
-        if shape[2:] != self.img_size:
-            raise ValueError(f"input size {shape[2:]} does not match the model's img_size {self.img_size}: "
+        if tuple(shape[2:]) != self.img_size:
+            raise ValueError(f"input size {tuple(shape[2:])} does not match the model's img_size {self.img_size}: "
                              "the token-mixing MLP is built for a fixed number of patches")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return tokens in ``(B, N, C)`` layout."""
         if not torch.jit.is_scripting():
             if _eager_only():  # eager users get a ValueError; graphs below keep the check as an assert op
-                self._check_input(tuple(x.shape))
+                self._check_input(list(x.shape))
         torch._assert(x.dim() == 4, "expected images of shape (B, C, H, W)")
         torch._assert(x.shape[1] == self.in_chans,
                       f"input has {x.shape[1]} channels; the model expects {self.in_chans}")

@@ -261,8 +261,8 @@ def _benchmark_contenders(arch: str, dev: torch.device, contenders: List[Contend
         step = infer[i]["step_s"]
         row: Dict[str, Any] = dict(
             model=c.model_name, impl=c.impl, arch=arch, device=dev.type, dtype=dtype, compiled=compile,
-            act_layer=act_layer, cpu_path=_path_taken(c, dev, dtype) if c.impl == "mixer_zoo" else None,
-            isa=cpu_isa() if dev.type == "cpu" else None,
+            act_layer=act_layer, cpu_path=_path_taken(c, dev, dtype) if c.impl == "mixer_zoo" else "-",
+            isa=cpu_isa() if dev.type == "cpu" else "-",
             param_count=sum(p.numel() for p in c.module.parameters()),
             infer_gmacs=round(macs / 1e9, 3), infer_gflops=round(2 * macs / 1e9, 3),
             infer_batch_size=batch_size, infer_img_size=img_size,
