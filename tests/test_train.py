@@ -252,3 +252,69 @@ def test_dataset_in_the_wrong_layout_is_a_clear_error(tmp_path, cifar_root, caps
     config = tiny_config(tmp_path, flat)
     assert cli_main(["train", str(config), "--work-dir", str(tmp_path / "w2")]) == 2
     assert "no cifar-10-batches-py/ folder" in capsys.readouterr().err
+
+
+# ---- checkpoints of mixer-zoo train: strict loading, conversion, converted folders back in -------------------
+
+def test_a_checkpoint_of_another_shape_is_refused_in_one_line(tmp_path, cifar_root, capsys):
+    """mmengine would warn and evaluate a half-loaded model; the zoo's Runner refuses."""
+    import torch
+
+    from mixer_zoo.mmpretrain import timm_to_mmpretrain
+    from mixer_zoo.model import Mixer
+
+    other = Mixer(num_classes=10, img_size=32, patch_size=8, num_blocks=2, embed_dim=48, tokens_mlp_dim=16,
+                  channels_mlp_dim=64)
+    bad = tmp_path / "other_shape.pth"
+    torch.save({"state_dict": timm_to_mmpretrain(other.state_dict())}, bad)
+    config = tiny_config(tmp_path, cifar_root)
+    assert cli_main(["test", str(config), str(bad), "--work-dir", str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"mixer-zoo test: error: {bad}: does not match the model: ")
+    assert "backbone.stem.proj.weight" in err[0]
+
+
+def test_local_dir_without_a_converted_folder_is_a_clear_error(tmp_path, cifar_root, capsys):
+    config = tiny_config(tmp_path, cifar_root)
+    assert cli_main(["test", str(config), f"local-dir:{tmp_path / 'nothing'}", "--work-dir", str(tmp_path / "w")]) == 2
+    assert "no converted folder with a model.safetensors" in capsys.readouterr().err
+
+
+def test_a_trained_checkpoint_converts_and_loads_back(tmp_path, cifar_root):
+    """mixer-zoo train's checkpoint (a MixerZoo classifier with mmengine's bookkeeping) -> mixer-zoo convert ->
+    a timm folder whose logits are the trained model's, and which loads back through local-dir:."""
+    import timm
+    import torch
+    from mmengine.config import Config
+    from mmpretrain.registry import MODELS
+    from safetensors.torch import load_file
+
+    from mixer_zoo.mmpretrain.weights import load_from_local_dir
+    from mixer_zoo.model import ARCHITECTURES
+
+    shape = dict(ARCHITECTURES["mixer_s32_zoo"])  # a paper shape at 32 px: one token, cheap to train
+    config = tiny_config(tmp_path, cifar_root, iters=6)
+    config.write_text(config.read_text().replace(
+        "arch=dict(_delete_=True, patch_size=8, num_blocks=2, embed_dim=32, tokens_mlp_dim=16,\n"
+        "                            channels_mlp_dim=64)", f"arch=dict(_delete_=True, **{shape!r})").replace(
+        "head=dict(in_channels=32)", "head=dict(in_channels=512, init_cfg=None)"))
+    work_dir = tmp_path / "work"
+    assert cli_main(["train", str(config), "--work-dir", str(work_dir), "--no-validate"]) == 0
+    folder = tmp_path / "converted"
+    assert cli_main(["convert", str(work_dir / "iter_6.pth"), "--out", str(folder)]) == 0
+
+    trained = torch.load(work_dir / "iter_6.pth", map_location="cpu", weights_only=True)["state_dict"]
+    converted = load_file(str(folder / "model.safetensors"))
+    assert len(converted) == len(trained)
+    for key, value in converted.items():
+        source = f"head.fc.{key[5:]}" if key.startswith("head.") else f"backbone.{key}"
+        assert torch.equal(value, trained[source]), key
+
+    model = MODELS.build(Config.fromfile(str(config)).model).eval()
+    model.load_state_dict(load_from_local_dir(f"local-dir:{folder}")["state_dict"], strict=True)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x, mode="tensor")
+        got = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()(x)
+    assert expected.abs().max() > 0
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)

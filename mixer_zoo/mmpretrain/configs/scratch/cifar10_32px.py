@@ -13,7 +13,7 @@ _base_ = [
     '../_base_/default_runtime.py',
 ]
 
-max_epochs = 9
+max_epochs = 8
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=2e-3, betas=(0.9, 0.999), weight_decay=0.05),
