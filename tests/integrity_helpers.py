@@ -22,14 +22,19 @@ TINY = dict(patch_size=32, num_blocks=2, embed_dim=16, tokens_mlp_dim=8, channel
 @contextlib.contextmanager
 def tiny_architecture() -> Iterator[Dict[str, int]]:
     """``mixer_s32_zoo`` with TINY dims for the duration (the dict is shared by every module that reads it)."""
-    from mixer_zoo.model.architectures import ARCHITECTURES
+    from mixer_zoo.model.architectures import ARCHITECTURES, param_count
+    from mixer_zoo.weights.manifest import get_entry
 
     saved = ARCHITECTURES[ARCH]
+    entry = get_entry(TAG)  # the cached manifest's entry: its num_params must describe the tiny file
+    saved_params = entry["num_params"]
     ARCHITECTURES[ARCH] = dict(TINY)
+    entry["num_params"] = param_count(ARCH)
     try:
         yield dict(TINY)
     finally:
         ARCHITECTURES[ARCH] = saved
+        entry["num_params"] = saved_params
 
 
 def make_tiny_npz(path: Path, num_classes: int = 1000, seed: int = 0) -> Path:
