@@ -26,7 +26,8 @@ import torch  # noqa: E402
 from mixer_zoo.cli import main as cli_main  # noqa: E402
 from mixer_zoo.mmpretrain import load_split  # noqa: E402
 from mixer_zoo.mmpretrain.launch import load_config  # noqa: E402
-from mixer_zoo.tools.training_curve import cpu_isa, epoch_curve, plot_training_curve, step_losses  # noqa: E402
+from mixer_zoo.tools.training_curve import epoch_curve, plot_training_curve, step_losses  # noqa: E402
+from mixer_zoo.util.hardware import cpu_isa_flags  # noqa: E402
 from mixer_zoo.util.hardware import cpu_model_name  # noqa: E402
 from mixer_zoo.util.report import format_table, write_csv, write_json  # noqa: E402
 
@@ -94,7 +95,7 @@ def main() -> None:
                                          launcher="none"))
     epochs = epoch_curve(work_dir)
     steps = step_losses(work_dir)
-    hardware = f"{cpu_model_name()} ({os.cpu_count()} cores), {cpu_isa()}"
+    hardware = f"{cpu_model_name()} ({os.cpu_count()} cores), {cpu_isa_flags()}"
     summary = dict(
         config=args.config, cfg_options=" ".join(args.cfg_options),
         model=dict(cfg.model.backbone.arch, img_size=cfg.model.backbone.img_size),

@@ -47,6 +47,13 @@ def plot_results(rows: Sequence[Dict[str, Any]], path: str, y: str = "infer_samp
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
     ax.set_title(title or f"{y} vs {x}", fontsize=9)
+    save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: str) -> None:
+    """Write a matplotlib figure as PNG through a temp file and a rename (never half a PNG), then close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)

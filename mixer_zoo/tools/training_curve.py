@@ -9,22 +9,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Union
 
-ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16")
-
-
-def cpu_isa() -> str:
-    """The vector extensions of this CPU that matter for float32 GEMMs (from /proc/cpuinfo)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        flags = []
-    return " ".join(flag for flag in ISA_FLAGS if flag in flags) or "unknown"
-
+from .plots import save_figure
 
 def scalars_file(work_dir: Union[str, Path]) -> Path:
     """The newest run's ``scalars.json`` under ``work_dir``."""
@@ -105,14 +93,4 @@ def plot_training_curve(epochs: Sequence[Dict[str, Any]], steps: Sequence[Dict[s
     right.grid(True, alpha=0.3)
     right.legend(fontsize=8)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp.png")
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, target)
-    finally:
-        plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
+    save_figure(fig, path)

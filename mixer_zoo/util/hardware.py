@@ -36,13 +36,26 @@ def cpu_model_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def cpu_isa() -> str:
-    """The widest vector ISA the CPU reports: ``amx``, ``avx512``, ``avx2`` or ``other`` (from /proc/cpuinfo)."""
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16")
+
+
+def _cpu_flags() -> list:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+            return next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
     except OSError:
-        flags = []
+        return []
+
+
+def cpu_isa_flags() -> str:
+    """The vector extensions of this CPU that matter for float32/bf16 GEMMs, space-separated."""
+    flags = _cpu_flags()
+    return " ".join(flag for flag in ISA_FLAGS if flag in flags) or "unknown"
+
+
+def cpu_isa() -> str:
+    """The widest vector ISA the CPU reports: ``amx``, ``avx512``, ``avx2`` or ``other`` (from /proc/cpuinfo)."""
+    flags = _cpu_flags()
     for isa, flag in (("amx", "amx_tile"), ("avx512", "avx512f"), ("avx2", "avx2")):
         if flag in flags:
             return isa
