@@ -98,7 +98,7 @@ def test_fx_and_hook_features_have_timms_layout_and_values(images, tmp_path):
     save_file({k: v.contiguous() for k, v in ours.state_dict().items()}, str(tmp_path / "w.safetensors"))
     for feature_cls in ("hook", "fx", "getter"):
         kwargs = dict(features_only=True, feature_cls=feature_cls, out_indices=(1, 3), img_size=SIZE, pretrained=True,
-                      pretrained_cfg_overlay=dict(file=str(tmp_path / "w.safetensors")))
+                      pretrained_cfg_overlay=dict(file=str(tmp_path / "w.safetensors"), input_size=(3, SIZE, SIZE)))
         mine = timm.create_model("mixer_s32_zoo", act_layer="gelu", **kwargs).eval()
         twin = timm.create_model("mixer_s32_224", **kwargs).eval()
         with torch.no_grad():
@@ -155,7 +155,7 @@ def test_pretrained_true_skips_the_init_and_loads_every_weight(tmp_path, images)
     ours, _ = pair()
     path = tmp_path / "model.safetensors"
     save_file({k: v.contiguous() for k, v in ours.state_dict().items()}, str(path))
-    overlay = dict(file=str(path))
+    overlay = dict(file=str(path), input_size=(3, SIZE, SIZE))  # the file's own size: no expansion
     calls = []
     init = type(ours).init_weights  # wrapped to record where it runs, then called as it is
     type(ours).init_weights = lambda self: (calls.append(next(self.parameters()).device.type), init(self))[1]

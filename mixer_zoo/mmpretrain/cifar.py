@@ -96,18 +96,18 @@ def batches_dir(data_root: Union[str, Path]) -> Path:
     return folder
 
 
-def _integer_labels(labels: Any, path: Path) -> np.ndarray:
+def _integer_labels(labels: Any, path: Path, count: int) -> np.ndarray:
     """Labels as int64, refusing anything that is not an integer already (1.7 must not become class 1)."""
     values = labels.tolist() if isinstance(labels, np.ndarray) else labels
     if not isinstance(values, list):
-        raise ValueError(f"{path}: 'labels' must be a list of integers, got {type(labels).__name__}")
+        raise ValueError(f"{path}: 'labels' must be {count} integers in 0..9 (a list), got {type(labels).__name__}")
     bad = next((v for v in values if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))), None)
     if bad is not None:
-        raise ValueError(f"{path}: 'labels' must be integers in 0..9, found {bad!r}")
+        raise ValueError(f"{path}: 'labels' must be {count} integers in 0..9, found {bad!r}")
     try:
         return np.asarray(values, dtype=np.int64)
     except OverflowError:
-        raise ValueError(f"{path}: 'labels' must be integers in 0..9, found one beyond int64") from None
+        raise ValueError(f"{path}: 'labels' must be {count} integers in 0..9, found one beyond int64") from None
 
 
 def train_files(folder: Path) -> Tuple[str, ...]:
@@ -158,7 +158,7 @@ def load_split(data_root: Union[str, Path], split: str) -> tuple:
         if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != IMAGE_BYTES:
             described = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
             raise ValueError(f"{path}: 'data' must be uint8 (N, {IMAGE_BYTES}), got {described}")
-        lab = _integer_labels(batch["labels"], path)
+        lab = _integer_labels(batch["labels"], path, data.shape[0])
         if lab.shape != (data.shape[0],) or (lab.size and (lab.min() < 0 or lab.max() > 9)):
             raise ValueError(f"{path}: 'labels' must be {data.shape[0]} integers in 0..9 (one per image)")
         images.append(data)

@@ -152,11 +152,9 @@ class PatchEmbed(nn.Module):
 
     @torch.jit.unused
     def _check_input(self, shape: List[int]) -> None:
-        if len(shape) != 4:
-            raise ValueError(f"expected images of shape (B, C, H, W), got shape {shape}")
-        if shape[1] != self.in_chans:
+        if len(shape) == 4 and shape[1] != self.in_chans:
             raise ValueError(f"input has {shape[1]} channels; the model expects {self.in_chans}")
-        if tuple(shape[2:]) != self.img_size:
+        if len(shape) == 4 and tuple(shape[2:]) != self.img_size:
             raise ValueError(f"input size {tuple(shape[2:])} does not match the model's img_size {self.img_size}: "
                              "the token-mixing MLP is built for a fixed number of patches")
 

@@ -58,7 +58,7 @@ def _check_weights(path: Path, config: Mapping[str, Any]) -> None:
     except Exception as e:  # safetensors raises its own error types for a bad header
         raise PublishError(f"{path}: not a readable safetensors file: {first_line(e)}") from None
     with torch.device("meta"):
-        model_args = {"num_classes": config["num_classes"], **(config.get("model_args") or {})}
+        model_args = {**(config.get("model_args") or {}), "num_classes": config["num_classes"]}  # as timm reads it
         model = timm.create_model(config["architecture"], **model_args)
     want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = sorted(set(want) - set(shapes))
