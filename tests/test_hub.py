@@ -123,7 +123,8 @@ def test_pretrained_true_loads_a_cached_snapshot_offline_in_a_fresh_process(conv
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     got = torch.from_numpy(np.load(tmp_path / "out.npy", allow_pickle=False))
-    torch.testing.assert_close(got, reference_logits, rtol=0, atol=0)
+    # Same weights; each process times its own CPU kernel (fused or plain), which may round differently.
+    torch.testing.assert_close(got, reference_logits, rtol=0, atol=1e-6 * float(reference_logits.abs().max()))
 
 
 def test_a_corrupted_cached_file_is_caught_by_the_sha256_check(converted, offline_cache, tmp_path, monkeypatch):
