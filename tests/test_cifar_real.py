@@ -107,6 +107,10 @@ class RecordStartLogitsHook(Hook):
                 {"inputs": [torch.from_numpy(img).permute(2, 0, 1) for img in images[:self.count]]}, False)
             START["logits"] = model(data["inputs"], mode="tensor").clone()
         model.train()
+        optimizer = runner.optim_wrapper.optimizer
+        START["recipe"] = dict(optimizer=type(optimizer).__name__, momentum=optimizer.defaults["momentum"],
+                               weight_decay=optimizer.defaults["weight_decay"],
+                               clip=runner.optim_wrapper.clip_grad_kwargs.get("max_norm"))
 
     def after_train(self, runner) -> None:
         START["stem_after"] = runner.model.backbone.stem.proj.weight.detach().clone()
@@ -151,6 +155,8 @@ def check_fine_tune(folder: Path, work_dir: Path, steps: int = 3) -> None:
     expected = reference_logits(folder)
     assert expected.abs().max() > 1e-3  # not an untrained zero head
     torch.testing.assert_close(START["logits"], expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+    # with the paper's fine-tuning recipe
+    assert START["recipe"] == dict(optimizer="SGD", momentum=0.9, weight_decay=0.0, clip=1.0)
     # and then trained: the steps ran, with finite losses, and moved the weights
     losses = [s["loss"] for s in step_losses(work_dir)]
     assert len(losses) == steps and np.isfinite(losses).all(), losses
