@@ -152,17 +152,19 @@ class PatchEmbed(nn.Module):
 
     @torch.jit.unused
     def _check_input(self, shape: List[int]) -> None:
-        if len(shape) == 4 and shape[1] != self.in_chans:
+        torch._assert(len(shape) == 4, "expected images of shape (B, C, H, W)")
+        if shape[1] != self.in_chans:
             raise ValueError(f"input has {shape[1]} channels; the model expects {self.in_chans}")
-        if len(shape) == 4 and tuple(shape[2:]) != self.img_size:
+        if tuple(shape[2:]) != self.img_size:
             raise ValueError(f"input size {tuple(shape[2:])} does not match the model's img_size {self.img_size}: "
                              "the token-mixing MLP is built for a fixed number of patches")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return tokens in ``(B, N, C)`` layout."""
         if not torch.jit.is_scripting():
-            if _eager_only():  # eager users get a ValueError; graphs below keep the check as an assert op
+            if _eager_only():  # eager users get a ValueError; graphs get the same checks as assert ops below
                 self._check_input(list(x.shape))
+                return self.proj(x).flatten(2).transpose(1, 2)
         torch._assert(x.dim() == 4, "expected images of shape (B, C, H, W)")
         torch._assert(x.shape[1] == self.in_chans,
                       f"input has {x.shape[1]} channels; the model expects {self.in_chans}")
@@ -266,11 +268,6 @@ class Mixer(nn.Module):
         that is how ``pretrained=True`` skips the random init the weights would overwrite."""
         on_meta = any(p.is_meta for p in self.parameters())
         return super().load_state_dict(state_dict, strict=strict, assign=assign or on_meta)
-
-    @torch.jit.ignore
-    def materialize_(self, device: Union[str, torch.device] = "cpu") -> "Mixer":
-        """See :func:`materialize_meta_`."""
-        return materialize_meta_(self, device)
 
     # ---- timm model API -------------------------------------------------------------------------
     @torch.jit.ignore
