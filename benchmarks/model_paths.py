@@ -52,7 +52,7 @@ def main() -> None:
                         row["forced_path"] = path
                         row["matmul_peak_gflops"] = round(peak / 1e9, 1)
                     rows.extend(got)
-                    print(format_table([r for r in got], [c for c in COLUMNS if any(c in r for r in got)]))
+                    print(format_table(got, [c for c in COLUMNS if any(c in r for r in got)]))
     loads = [load_time_vs_timm(a) for a in args.load_models.split(",") if a]
     if loads:
         print(format_table(loads, ["model", "timm_model", "file_mb", "load_s", "timm_load_s", "load_time_vs_timm"]))
