@@ -12,8 +12,8 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._builder import resolve_pretrained_cfg
 
 from .model import ARCHITECTURES, TIMM_EQUIVALENTS, Mixer  # noqa: F401  (the zoo's names, re-exported)
-from .model.mixer import materialize_meta_
 from .model.architectures import CUSTOM_ARCHITECTURE, SHAPE_ARGS
+from .model.mixer import materialize_meta_
 from .model.resolution import pretrained_model_kwargs
 from .weights.hub_cache import build_pretrained
 from .weights.manifest import weights_entries

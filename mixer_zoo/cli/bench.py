@@ -56,9 +56,10 @@ def run(args: argparse.Namespace) -> int:
     if args.load_time:
         loads = [load_time_vs_timm(name) for name in names]
         print(format_table(loads, ["model", "timm_model", "file_mb", "load_s", "timm_load_s", "load_time_vs_timm"]))
+        by_arch = {r["model"]: r for r in loads}
         for row in rows:
-            row.update(next(({"load_s": r["load_s"], "timm_load_s": r["timm_load_s"]} for r in loads
-                              if r["model"] == row["arch"] and row["impl"] == "mixer_zoo"), {}))
+            if row["impl"] == "mixer_zoo" and row["arch"] in by_arch:
+                row.update(load_s=by_arch[row["arch"]]["load_s"], timm_load_s=by_arch[row["arch"]]["timm_load_s"])
     if args.json:
         write_json(args.json, rows)
     if args.csv:

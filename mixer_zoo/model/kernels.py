@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, Dict, Tuple
+from typing import Dict, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,7 @@ def _mkldnn_linear_pointwise_available() -> bool:
 
 PATH_ENV = "MIXER_ZOO_CPU_PATH"
 """``fused`` / ``plain`` force the channel-mixing kernel of eager CPU inference; ``auto`` (default) measures."""
+CPU_PATHS = ("auto", "fused", "plain")
 
 _FUSED_AVAILABLE = _mkldnn_linear_pointwise_available()
 _CHOSEN_PATH: Dict[Tuple[str, str, int, int, int, str], str] = {}
@@ -44,15 +45,6 @@ def channel_mlp_fused(y: torch.Tensor, x: torch.Tensor, w1: torch.Tensor, b1: to
     return torch.ops.mkldnn._linear_pointwise.binary(h, x, w2, b2, "add")
 
 
-def _median_time(fn: Callable[[], torch.Tensor], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
-
-
 def channel_path(y: torch.Tensor, x: torch.Tensor, fc1: nn.Linear, fc2: nn.Linear, approximate: str) -> str:
     """``fused`` or ``plain``: whichever is faster *here*, timed once per device, dtype, shape and GELU.
 
@@ -60,7 +52,7 @@ def channel_path(y: torch.Tensor, x: torch.Tensor, fc1: nn.Linear, fc2: nn.Linea
     cannot be made from the ISA name alone; ``$MIXER_ZOO_CPU_PATH`` forces one for benchmarks.
     """
     forced = os.environ.get(PATH_ENV, "auto")
-    if forced not in ("auto", "fused", "plain"):
+    if forced not in CPU_PATHS:
         raise ValueError(f"${PATH_ENV} must be auto, fused or plain, got {forced!r}")
     if not _FUSED_AVAILABLE or y.device.type != "cpu" or y.dtype != torch.float32:
         return "plain"
@@ -71,9 +63,14 @@ def channel_path(y: torch.Tensor, x: torch.Tensor, fc1: nn.Linear, fc2: nn.Linea
         args = (y, x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, approximate)
         runs = {name: (lambda f=f: f(*args))
                 for name, f in (("fused", channel_mlp_fused), ("plain", channel_mlp_plain))}
-        for run in runs.values():
-            run()  # warm-up: oneDNN builds its primitive on the first call
-        _CHOSEN_PATH[key] = min(runs, key=lambda name: _median_time(runs[name], 3))
+        times: Dict[str, list] = {name: [] for name in runs}
+        for repeat in range(4):  # the first round warms up (oneDNN builds its primitive on its first call)
+            for name, run in runs.items():  # alternating, so drift on a shared machine hits both alike
+                start = time.perf_counter()
+                run()
+                if repeat:
+                    times[name].append(time.perf_counter() - start)
+        _CHOSEN_PATH[key] = min(times, key=lambda name: sorted(times[name])[1])  # median of 3
     return _CHOSEN_PATH[key]
 
 

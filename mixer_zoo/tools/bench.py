@@ -24,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..formats.mmpretrain_layout import timm_to_mmpretrain
 from ..model.architectures import ARCHITECTURES, TIMM_EQUIVALENTS
-from ..model.kernels import PATH_ENV, chosen_paths
+from ..model.kernels import CPU_PATHS, PATH_ENV, chosen_paths
 from ..util.hardware import PeakMemory, cpu_isa, hardware_name, matmul_peak_flops, resolve_device, sync
 from ..util.report import format_table
 from ..weights.manifest import weights_entries
@@ -213,7 +213,7 @@ def forced_cpu_path(path: Optional[str]) -> Iterator[None]:
     if path is None:
         yield
         return
-    if path not in ("auto", "fused", "plain"):
+    if path not in CPU_PATHS:
         raise ValueError(f"cpu path must be auto, fused or plain, got {path!r}")
     old = os.environ.get(PATH_ENV)
     os.environ[PATH_ENV] = path
