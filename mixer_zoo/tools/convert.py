@@ -169,6 +169,7 @@ def export_npz(src: PathLike, out_file: PathLike, force: bool = False) -> Path:
     """timm weights (converted folder, ``.safetensors`` or ``.pth``) -> official-layout ``.npz``."""
     out_file = Path(out_file)
     _check_output_file(out_file, force, "--to npz")
+    _allow_trainer_checkpoints()
     arrays = timm_to_npz_arrays(load_timm_weights(src), str(src))
     return atomic_write(out_file, lambda f: np.savez(f, **arrays))
 
@@ -192,6 +193,7 @@ def export_mmpretrain(src: PathLike, out_file: PathLike, force: bool = False, ba
     Returns the ``model`` config the checkpoint fits exactly (also kept in its ``meta``)."""
     out_file = Path(out_file)
     _check_output_file(out_file, force, "--to mmpretrain")
+    _allow_trainer_checkpoints()
     state_dict = load_timm_weights(src)
     dims = check_timm_state_dict(state_dict, str(src))
     act_layer = act_layer or folder_act_layer(src) or "gelu"  # timm's own MlpMixer releases use the exact GELU
