@@ -54,3 +54,40 @@ def test_an_os_error_names_its_file():
         "/data/out/model.safetensors: No space left on device"
     assert error_line(KeyError("weights")) == "weights"
     assert error_line(ValueError("first\nsecond")) == "first (...)"
+
+
+def test_version():
+    from mixer_zoo import __version__
+
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"mixer-zoo {__version__}"
+
+
+def test_help_version_and_list_import_no_heavy_library():
+    """What keeps them under a second (torch, timm and mmengine take seconds to import). Checked by what gets
+    imported rather than by a clock, which a loaded machine would fail; README gives the measured times."""
+    code = ("import sys\nfrom mixer_zoo.cli import main\n"
+            "for argv in (['--help'], ['--version'], ['list'], ['list', '--json'], ['list', '--help']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "print(sorted(m for m in ('torch', 'timm', 'mmengine', 'mmpretrain', 'numpy') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy())
+    assert result.returncode == 0, result.stderr
+    assert "mixer_h14_zoo" in result.stdout and "--version" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_every_subcommand_configures_its_parser():
+    """``--help`` configures only the named subcommand; the full parser still builds every one."""
+    from mixer_zoo.cli import SUBCOMMANDS, build_parser
+
+    parser = build_parser()
+    for name in SUBCOMMANDS:
+        sub = parser._subparsers._group_actions[0].choices[name]
+        assert any(a.dest not in ("help", "debug") for a in sub._actions), name
+
+
+def test_usage_errors_are_one_line():
+    for argv, words in ((["frobnicate"], "invalid choice: 'frobnicate'"), ([], "required: COMMAND"),
+                        (["list", "--no-such-flag"], "unrecognized arguments: --no-such-flag")):
+        result = run_cli(*argv)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1 and words in result.stderr, result.stderr

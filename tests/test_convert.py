@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from conftest import randomize_
 from mixer_zoo.cli import main as cli_main
 from mixer_zoo.formats.keys import ConversionError, expected_official_shapes, infer_architecture
-from mixer_zoo.formats.mmpretrain_layout import mmpretrain_to_timm, timm_to_mmpretrain
+from mixer_zoo.formats.mmpretrain_layout import STOCK_ARCHS, mmpretrain_to_timm, timm_to_stock_classifier
 from mixer_zoo.formats.npz import npz_to_timm_state_dict, timm_to_npz_arrays
 from mixer_zoo.tools.convert import (CONVERTER_VERSION, PARITY_FACTOR, PARITY_FLOOR, convert_npz, convert_tag,
                                      export_mmpretrain, parity_rows, verify_against_flax)
@@ -183,7 +183,7 @@ def test_mmpretrain_state_dict_converts_both_ways_with_same_logits():
     x = torch.randn(2, 3, 224, 224)
     with torch.inference_mode():
         torch.testing.assert_close(ours(x), mm(x, mode="tensor"), rtol=1e-4, atol=1e-4)
-    back = timm_to_mmpretrain(ours.state_dict())
+    back = timm_to_stock_classifier(ours.state_dict())
     assert back.keys() == mm_state.keys()
     assert all(torch.equal(back[k], mm_state[k]) for k in mm_state)
 
@@ -195,13 +195,52 @@ def test_mmpretrain_checkpoint_file_to_folder_and_back(tmp_path):
     assert cli_main(["convert", str(pth), "--out", str(tmp_path / "folder")]) == 0
     model = timm.create_model(f"local-dir:{tmp_path / 'folder'}", pretrained=True).eval()
     assert model.act_layer == "gelu"
-    exported = export_mmpretrain(tmp_path / "folder", tmp_path / "back.pth")
+    export_mmpretrain(tmp_path / "folder", tmp_path / "back.pth", backbone="MlpMixer")
     fresh = _mmpretrain_classifier()
-    fresh.load_state_dict(torch.load(exported, weights_only=True)["state_dict"], strict=True)
+    fresh.load_state_dict(torch.load(tmp_path / "back.pth", weights_only=True)["state_dict"], strict=True)
     x = torch.randn(1, 3, 224, 224)
     with torch.inference_mode():
         torch.testing.assert_close(fresh(x, mode="tensor"), mm(x, mode="tensor"), rtol=0, atol=0)
         torch.testing.assert_close(model(x), mm(x, mode="tensor"), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("backbone", ["MixerZoo", "MlpMixer"])
+def test_to_mmpretrain_fills_its_backbone_exactly_with_the_timm_logits(s32_folder, tmp_path, capsys, backbone):
+    """The default is the zoo's MixerZoo (what the shipped configs build); MlpMixer on request. Either way the
+    printed model config, built by mmpretrain, takes every weight (strict) and gives the timm model's logits."""
+    pytest.importorskip("mmpretrain")
+    import mixer_zoo.mmpretrain  # noqa: F401  (registers MixerZoo)
+    from mmengine.runner import load_checkpoint
+    from mmpretrain.registry import MODELS
+
+    out = tmp_path / "s32.pth"
+    chosen = [] if backbone == "MixerZoo" else ["--backbone", backbone]
+    assert cli_main(["convert", str(s32_folder), "--to", "mmpretrain", "--out", str(out), *chosen]) == 0
+    model_cfg = torch.load(out, weights_only=True)["meta"]["model"]
+    assert model_cfg["backbone"]["type"] == backbone and repr(model_cfg) in capsys.readouterr().out
+    model = MODELS.build(model_cfg).eval()
+    load_checkpoint(model, str(out), strict=True)
+    timm_model = timm.create_model(f"local-dir:{s32_folder}", pretrained=True).eval()
+    assert timm_model.act_layer == "gelu_tanh"  # a JAX conversion: mmpretrain's MlpMixer needs the tanh GELU too
+    x = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        expected = timm_model(x)
+        torch.testing.assert_close(model(x, mode="tensor"), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_to_mmpretrain_mlpmixer_refuses_a_width_it_lacks_in_one_line(tiny, tmp_path, capsys):
+    folder = convert_npz(tiny, tmp_path / "tiny", progress=False)
+    out = tmp_path / "tiny.pth"
+    code, err = _cli(capsys, "convert", str(folder), "--to", "mmpretrain", "--backbone", "MlpMixer", "--out", str(out))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and not out.exists()
+    assert "mmpretrain's MlpMixer has no arch of width" in err and "write the MixerZoo layout instead" in err
+    code, err = _cli(capsys, "convert", str(folder), "--to", "npz", "--backbone", "MlpMixer", "--out", str(out))
+    assert code == 2 and "--backbone MlpMixer applies to --to mmpretrain only" in err
+
+
+def test_stock_archs_are_mmpretrains():
+    mlp_mixer = pytest.importorskip("mmpretrain.models.backbones.mlp_mixer")
+    assert {k: v for k, v in mlp_mixer.MlpMixer.arch_zoo.items() if len(k) == 1} == STOCK_ARCHS
 
 
 # ---- manifest tags (the download itself is tested in test_download.py) ----------------------------------------

@@ -283,3 +283,79 @@ def test_zoo_weights_go_through_the_hub_sha256_check(offline_hub, tmp_path, monk
     monkeypatch.setenv("MIXER_ZOO_MANIFEST", str(path))
     with pytest.raises(WeightsError, match="sha256 mismatch"):
         load_from_zoo(f"zoo://{key}")
+
+
+def test_a_plain_runner_tests_an_eval_config_with_every_weight(tmp_path):
+    """Runner.from_cfg on a generated eval config (ImageNet val with its annotation file): the tested model holds
+    every weight of the checkpoint (its logits are timm's on the same weights) and a checkpoint of another shape
+    stops the run in one line naming the file."""
+    import numpy as np
+    from mmengine.runner import Runner
+    from PIL import Image
+
+    key = "mixer_s32_zoo.gsam_in1k"
+    root = tmp_path / "imagenet"
+    (root / "meta").mkdir(parents=True)
+    lines = []
+    for i, wnid in enumerate(["n01440764", "n01443537"]):
+        (root / "val" / wnid).mkdir(parents=True)
+        image = np.random.default_rng(i).integers(0, 255, (240, 260, 3), dtype=np.uint8)
+        Image.fromarray(image).save(root / "val" / wnid / f"{i}.JPEG")
+        lines.append(f"{wnid}/{i}.JPEG {i}")
+    (root / "meta" / "val.txt").write_text("\n".join(lines) + "\n")
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    source = randomize_(timm.create_model(key), seed=2).eval()
+    save_file(source.state_dict(), str(weights / "model.safetensors"))
+
+    cfg = Config.fromfile(str(zoo_mm.CONFIG_DIR / "eval" / f"{metafile.mm_model_name(key)}.py"))
+    cfg.test_dataloader.dataset.data_root = str(root)
+    cfg.test_dataloader.num_workers = 0
+    cfg.work_dir, cfg.load_from = str(tmp_path / "work"), f"local-dir:{weights}"
+    runner = Runner.from_cfg(cfg)
+    assert set(runner.test()) == {"accuracy/top1", "accuracy/top5"}
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(runner.model.eval()(x, mode="tensor"), source(x), rtol=1e-5, atol=1e-5)
+
+    other = randomize_(timm.create_model("mixer_s32_zoo", num_classes=10), seed=3)
+    save_file(other.state_dict(), str(weights / "model.safetensors"))
+    cfg.work_dir = str(tmp_path / "work2")
+    with pytest.raises(ValueError, match=re.escape(f"local-dir:{weights}: does not match the model: 2 of another "
+                                                   "shape (head.fc.weight (10, 512) in the file, (1000, 512)")):
+        Runner.from_cfg(cfg).test()
+
+
+def test_every_shipped_config_imports_the_zoo_and_loads_checkpoints_exactly():
+    for path in SHIPPED:
+        cfg = Config.fromfile(str(path))
+        assert "mixer_zoo.mmpretrain" in cfg.custom_imports.imports, path
+        assert dict(type="ExactCheckpointHook") in cfg.custom_hooks, path
+
+
+def test_pretrained_init_cfg_must_fill_the_backbone(tmp_path):
+    """mmengine's Pretrained init loads what matches and logs the rest; MixerZoo's refuses, naming file and keys."""
+    weights = tmp_path / "w"
+    weights.mkdir()
+    save_file(randomize_(timm.create_model("mixer_s32_zoo", num_classes=10)).state_dict(),
+              str(weights / "model.safetensors"))
+    good = MODELS.build(dict(type="MixerZoo", arch="mixer_s32_zoo", init_cfg=dict(
+        type="Pretrained", checkpoint=f"local-dir:{weights}", prefix="backbone.")))
+    good.init_weights()
+    expected = load_file_state(weights)
+    for name, tensor in good.state_dict().items():
+        assert torch.equal(tensor, expected[name]), name
+    wrong = MODELS.build(dict(type="MixerZoo", arch="mixer_s16_zoo", init_cfg=dict(
+        type="Pretrained", checkpoint=f"local-dir:{weights}", prefix="backbone.")))
+    with pytest.raises(ValueError, match=re.escape(f"local-dir:{weights} (prefix 'backbone.'): does not match the "
+                                                   "model: 25 of another shape (stem.proj.weight (512, 3, 32, 32) in the file")):
+        wrong.init_weights()
+    with pytest.raises(ValueError, match="no key starts with prefix 'neck.'"):
+        MODELS.build(dict(type="MixerZoo", arch="mixer_s32_zoo", init_cfg=dict(
+            type="Pretrained", checkpoint=f"local-dir:{weights}", prefix="neck."))).init_weights()
+
+
+def load_file_state(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -39,9 +40,11 @@ def cifar_root(tmp_path_factory):
     return root
 
 
-def tiny_config(folder: Path, data_root: Path, iters: int = 40) -> Path:
-    """The shipped fine-tuning config with a 2-block Mixer on 32x32 images and a short schedule."""
+def tiny_config(folder: Path, data_root: Optional[Path], iters: int = 40) -> Path:
+    """The shipped fine-tuning config with a 2-block Mixer on 32x32 images and a short schedule (``data_root``
+    None: the shipped default, for ``--data-root``)."""
     path = folder / "tiny_cifar10.py"
+    root = "" if data_root is None else f"data_root={str(data_root)!r}, "
     path.write_text(f"""
 _base_ = [{str(FINETUNE)!r}]
 model = dict(
@@ -50,9 +53,8 @@ model = dict(
     head=dict(in_channels=32))
 train_pipeline = [dict(type='RandomFlip', prob=0.5, direction='horizontal'), dict(type='PackInputs')]
 test_pipeline = [dict(type='PackInputs')]
-train_dataloader = dict(batch_size=16, num_workers=0,
-                        dataset=dict(data_root={str(data_root)!r}, pipeline=train_pipeline))
-val_dataloader = dict(batch_size=20, num_workers=0, dataset=dict(data_root={str(data_root)!r}, pipeline=test_pipeline))
+train_dataloader = dict(batch_size=16, num_workers=0, dataset=dict({root}pipeline=train_pipeline))
+val_dataloader = dict(batch_size=20, num_workers=0, dataset=dict({root}pipeline=test_pipeline))
 test_dataloader = val_dataloader
 optim_wrapper = dict(optimizer=dict(lr=0.1))
 param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=5),
@@ -260,13 +262,13 @@ def test_a_checkpoint_of_another_shape_is_refused_in_one_line(tmp_path, cifar_ro
     """mmengine would warn and evaluate a half-loaded model; the zoo's Runner refuses."""
     import torch
 
-    from mixer_zoo.mmpretrain import timm_to_mmpretrain
+    from mixer_zoo.formats.mmpretrain_layout import timm_to_zoo_classifier
     from mixer_zoo.model import Mixer
 
     other = Mixer(num_classes=10, img_size=32, patch_size=8, num_blocks=2, embed_dim=48, tokens_mlp_dim=16,
                   channels_mlp_dim=64)
     bad = tmp_path / "other_shape.pth"
-    torch.save({"state_dict": timm_to_mmpretrain(other.state_dict())}, bad)
+    torch.save({"state_dict": timm_to_zoo_classifier(other.state_dict())}, bad)
     config = tiny_config(tmp_path, cifar_root)
     assert cli_main(["test", str(config), str(bad), "--work-dir", str(tmp_path / "w")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -318,3 +320,175 @@ def test_a_trained_checkpoint_converts_and_loads_back(tmp_path, cifar_root):
         got = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()(x)
     assert expected.abs().max() > 0
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+# ---- every checkpoint path loads every weight or stops in one line ------------------------------------------
+
+TINY_SHAPE = dict(patch_size=8, num_blocks=2, embed_dim=32, tokens_mlp_dim=16, channels_mlp_dim=64)
+"""The backbone of ``tiny_config``."""
+
+
+def tiny_weights(folder: Path, seed: int = 0, num_classes: int = 10):
+    """Converted weights of the tiny config's shape (``model.safetensors``, timm layout); returns the model."""
+    import torch
+    from safetensors.torch import save_file
+
+    from conftest import randomize_
+    from mixer_zoo.model import Mixer
+
+    model = randomize_(Mixer(num_classes=num_classes, img_size=32, **TINY_SHAPE), seed).eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(model.state_dict(), str(folder / "model.safetensors"))
+    return model
+
+
+def load_classifier(config: Path, checkpoint: Path):
+    """The config's mmpretrain model with every weight of ``checkpoint`` (strict), for comparing logits."""
+    import torch
+    from mmengine.config import Config
+    from mmpretrain.registry import MODELS
+
+    model = MODELS.build(Config.fromfile(str(config)).model).eval()
+    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"], strict=True)
+    return model
+
+
+@pytest.mark.parametrize("form", ["folder", "file"])
+def test_load_from_takes_a_converted_folder_or_safetensors_file(tmp_path, cifar_root, form):
+    """The weights trained from are the converted ones (lr 0 keeps them): same logits as the source model."""
+    import torch
+
+    source = tiny_weights(tmp_path / "converted")
+    arg = tmp_path / "converted" if form == "folder" else tmp_path / "converted" / "model.safetensors"
+    config = tiny_config(tmp_path, cifar_root, iters=6)
+    work = tmp_path / "work"
+    assert cli_main(["train", str(config), "--load-from", str(arg), "--work-dir", str(work), "--no-validate",
+                     "--cfg-options", "optim_wrapper.optimizer.lr=0.0"]) == 0
+    trained = load_classifier(config, work / "iter_6.pth")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = source(x)
+        torch.testing.assert_close(trained(x, mode="tensor"), expected, rtol=1e-5, atol=1e-6)
+    assert expected.abs().max() > 0.1
+
+
+def test_a_checkpoint_in_mlpmixer_layout_is_refused_naming_file_and_keys(tmp_path, cifar_root, capsys):
+    """What `convert --to mmpretrain` once wrote for every model: mmengine loaded none of it and only warned."""
+    import torch
+
+    from mixer_zoo.formats.mmpretrain_layout import timm_to_stock_classifier
+
+    bad = tmp_path / "mlpmixer_layout.pth"
+    torch.save({"state_dict": timm_to_stock_classifier(tiny_weights(tmp_path / "w").state_dict())}, bad)
+    config = tiny_config(tmp_path, cifar_root)
+    for argv in (["test", str(config), str(bad)], ["train", str(config), "--load-from", str(bad)]):
+        assert cli_main([*argv, "--work-dir", str(tmp_path / "work")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{bad}: does not match the model: " in err[0], err
+        assert "missing (backbone.stem.proj.weight" in err[0]
+        assert "unexpected (backbone.patch_embed.projection.weight" in err[0] and "MlpMixer layout" in err[0]
+
+
+def test_a_class_count_mismatch_is_one_line(tmp_path, cifar_root, capsys):
+    config = tiny_config(tmp_path, cifar_root)
+    cases = [
+        (["model.head.num_classes=5"], "model.head.num_classes=5 but model.data_preprocessor.num_classes=10"),
+        (["model.head.num_classes=5", "model.data_preprocessor.num_classes=5"],
+         "train_dataloader's ZooCIFAR10 has 10 classes but model.head.num_classes=5"),
+    ]
+    for options, message in cases:
+        assert cli_main(["train", str(config), "--work-dir", str(tmp_path / "w"), "--cfg-options", *options]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    tiny_weights(tmp_path / "c100", num_classes=100)  # a checkpoint whose head has another class count
+    assert cli_main(["test", str(config), str(tmp_path / "c100"), "--work-dir", str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "head.fc.weight (100, 32) in the file, (10, 32) in the model" in err[0], err
+    assert "a head for another number of classes" in err[0]
+
+
+def test_the_cifar_config_takes_its_data_root_from_the_command_line(tmp_path, cifar_root, capsys):
+    config = tiny_config(tmp_path, None, iters=6)  # the shipped default data_root (data/cifar10), absent here
+    work = tmp_path / "work"
+    assert cli_main(["train", str(config), "--work-dir", str(work)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no cifar-10-batches-py/ folder (set data_root, or mixer-zoo's --data-root" in err[0]
+    assert cli_main(["train", str(config), "--work-dir", str(work), "--data-root", str(cifar_root)]) == 0
+    capsys.readouterr()
+    assert cli_main(["test", str(config), str(work / "iter_6.pth"), "--data-root", str(cifar_root),
+                     "--work-dir", str(tmp_path / "test")]) == 0
+    assert "accuracy/top1" in capsys.readouterr().out
+    assert cli_main(["test", str(config), str(work / "iter_6.pth"), "--data-root", str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err.strip() == f"mixer-zoo test: error: --data-root {tmp_path / 'nowhere'}: no such folder"
+
+
+# ---- a plain mmengine Runner: only the config's custom_imports ---------------------------------------------
+
+PLAIN_RUNNER = r"""
+import json, sys
+import torch
+from mmengine.config import Config
+from mmengine.runner import Runner
+from mmpretrain.registry import MODELS
+
+config, work, first, resume, last = sys.argv[1], sys.argv[2], *map(json.loads, sys.argv[3:5]), sys.argv[5]
+cfg = Config.fromfile(config)  # custom_imports = mixer_zoo.mmpretrain: nothing else of the project is imported
+cfg.merge_from_dict(first)
+cfg.work_dir = work
+Runner.from_cfg(cfg).train()
+cfg.merge_from_dict(resume)
+cfg.resume = True
+Runner.from_cfg(cfg).train()
+checkpoint = torch.load(f"{work}/{last}", map_location="cpu")  # weights_only, torch's default
+test = Config.fromfile(config)
+test.merge_from_dict(first)
+test.work_dir, test.load_from = f"{work}/test", f"{work}/{last}"
+runner = Runner.from_cfg(test)
+metrics = runner.test()
+expected = MODELS.build(test.model).eval()
+expected.load_state_dict(checkpoint["state_dict"], strict=True)
+x = torch.randn(2, 3, 32, 32)
+with torch.no_grad():
+    diff = (runner.model.eval()(x, mode="tensor") - expected(x, mode="tensor")).abs().max().item()
+print(json.dumps(dict(metrics={k: float(v) for k, v in metrics.items()}, logits_diff=diff,
+                      resumed=[checkpoint["meta"]["epoch"], checkpoint["meta"]["iter"]],
+                      launcher=sorted(m for m in sys.modules if m.startswith(("mixer_zoo.cli", "mixer_zoo.mmpretrain.launch"))))))
+"""
+
+
+def _roots(root: Path) -> dict:
+    return {f"{loader}.dataset.data_root": str(root) for loader in ("train_dataloader", "val_dataloader",
+                                                                     "test_dataloader")}
+
+
+PLAIN_CASES = {
+    # config: (first run's options, the resumed run's options, its last checkpoint, expected [epoch, iter])
+    "tiny finetune/cifar10.py": ({}, {"train_cfg.max_iters": 8, "default_hooks.checkpoint.interval": 8}, "iter_8.pth",
+                                 [0, 8]),
+    "scratch/cifar10_32px.py": ({"train_dataloader.batch_size": 64, "val_dataloader.batch_size": 60,
+                                 "test_dataloader.batch_size": 60, "train_cfg.max_epochs": 1},
+                                {"train_cfg.max_epochs": 2}, "epoch_2.pth", [2, 10]),
+    "finetune/cifar10_32px.py": ({"train_dataloader.batch_size": 32, "val_dataloader.batch_size": 60,
+                                  "test_dataloader.batch_size": 60, "train_cfg.max_iters": 4,
+                                  "train_cfg.val_interval": 4, "default_hooks.checkpoint.interval": 4},
+                                 {"train_cfg.max_iters": 6, "default_hooks.checkpoint.interval": 6}, "iter_6.pth",
+                                 [0, 6]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PLAIN_CASES))
+def test_a_plain_runner_trains_resumes_and_tests_a_shipped_config(tmp_path, cifar_root, case):
+    """As mmpretrain's own tools/train.py and tools/test.py do it: Config.fromfile + Runner.from_cfg, in a fresh
+    process, so the checkpoint allow-list and the exact-load hook can only come from custom_imports."""
+    first, resume, last, resumed = PLAIN_CASES[case]
+    config = tiny_config(tmp_path, cifar_root, iters=6) if case.startswith("tiny") else CONFIG_DIR / case
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run([sys.executable, "-c", PLAIN_RUNNER, str(config), str(tmp_path / "work"),
+                           json.dumps({**_roots(cifar_root), **first}), json.dumps(resume), last],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["launcher"] == [], result  # neither the project's launcher nor its CLI
+    assert result["resumed"] == resumed
+    assert result["logits_diff"] == 0.0  # the tested model holds every weight of the checkpoint
+    assert 0.0 <= result["metrics"]["accuracy/top1"] <= 100.0

@@ -86,3 +86,22 @@ def test_unknown_model_name_is_a_clear_error():
 def test_architectures_follow_the_paper_table():
     for name, a in ARCHITECTURES.items():
         assert a["tokens_mlp_dim"] * 2 == a["embed_dim"] and a["channels_mlp_dim"] == 4 * a["embed_dim"], name
+
+
+@pytest.mark.parametrize("order", ["mixer_zoo first", "timm first", "find_spec between"])
+def test_importing_mixer_zoo_registers_the_models_whenever_timm_comes(order):
+    """``import mixer_zoo`` does not import torch or timm (the CLI answers at once); the models are registered
+    with timm all the same, whether timm is imported before it, after it, or only looked up in between."""
+    import subprocess
+    import sys
+
+    steps = {"mixer_zoo first": "import mixer_zoo\nheavy = 'torch' in sys.modules or 'timm' in sys.modules\nimport timm",
+             "timm first": "import timm\nimport mixer_zoo\nheavy = False",
+             "find_spec between": "import mixer_zoo, importlib.util\nimportlib.util.find_spec('timm')\n"
+                                  "heavy = 'timm' in sys.modules\nimport timm"}[order]
+    code = (f"import sys\n{steps}\n"
+            "m = timm.create_model('mixer_s32_zoo.gsam_in1k')\n"
+            "print(heavy, type(m).__module__, m.act_layer, mixer_zoo.Mixer is type(m))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["False", "mixer_zoo.model.mixer", "gelu_tanh", "True"]

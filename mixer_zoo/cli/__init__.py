@@ -1,7 +1,14 @@
 """Layer 7, ``mixer-zoo``: the command line. One module per subcommand parses its arguments and calls the
 library (:mod:`mixer_zoo.tools` and below), which it imports only when the subcommand runs.
 
-A subcommand module provides ``configure_parser(parser)`` and ``run(args) -> int``.
+A subcommand module provides ``configure_parser(parser)`` and ``run(args) -> int``; it is listed in
+``SUBCOMMANDS`` (name -> module path, one-line help) and is imported only when the command line names it.
+
+Imports are lazy so that ``mixer-zoo --help``, ``--version`` and ``list`` answer in well under a second (torch,
+timm and mmengine take seconds to import): ``mixer-zoo --help`` reads only ``SUBCOMMANDS``; ``mixer-zoo CMD ...``
+imports CMD's module alone, whose top level imports only the standard library and light project modules; the
+heavy libraries are imported inside ``run()`` (and ``import mixer_zoo`` itself defers torch and timm).
+A new subcommand follows the same rules (``tests/test_cli.py`` times ``--help`` and ``list``).
 
 Errors: anything a user can cause (bad input, a damaged file, OS errors such as a read-only folder or a full
 disk) ends as one line ``mixer-zoo CMD: error: FILE: what`` on stderr and exit code 2; an unexpected error is
@@ -32,16 +39,35 @@ SUBCOMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mixer-zoo", description=__doc__.splitlines()[0])
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse's parser, except that a usage error is one line, as every other error of the CLI."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def named_subcommand(argv: List[str]) -> Optional[str]:
+    """The subcommand on a command line: its first word that is not an option (the top level takes no values)."""
+    word = next((a for a in argv if not a.startswith("-")), None)
+    return word if word in SUBCOMMANDS else None
+
+
+def build_parser(argv: Optional[List[str]] = None) -> argparse.ArgumentParser:
+    """The parser; with ``argv``, only the subcommand it names gets its arguments (and its module imported)."""
+    from .._version import __version__
+
+    parser = OneLineErrorParser(prog="mixer-zoo", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    chosen = named_subcommand(argv) if argv is not None else None
     for name, (module, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show the full traceback of an error")
-        importlib.import_module(module).configure_parser(p)
+        if argv is None or name == chosen:
+            importlib.import_module(module).configure_parser(p)
     return parser
 
 
@@ -68,8 +94,8 @@ def error_line(error: BaseException) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     debug = args.debug or os.environ.get("MIXER_ZOO_DEBUG", "") not in ("", "0")
     try:
@@ -77,6 +103,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f"mixer-zoo {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `mixer-zoo list | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except USER_ERRORS as e:
         if debug:
             traceback.print_exc()

@@ -13,7 +13,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", help="architecture (inferred from the shapes when omitted)")
     parser.add_argument("--to", choices=("timm", "npz", "mmpretrain"), default="timm",
                         help="timm: a folder timm loads with local-dir: (default); npz: official JAX layout; "
-                        "mmpretrain: an ImageClassifier checkpoint")
+                        "mmpretrain: an ImageClassifier checkpoint (see --backbone)")
+    parser.add_argument("--backbone", choices=("MixerZoo", "MlpMixer"),
+                        help="with --to mmpretrain: the backbone the checkpoint is for: MixerZoo, the zoo's (default; "
+                        "what the shipped configs build), or MlpMixer, mmpretrain's own (S, B, L widths only)")
     parser.add_argument("--act-layer", choices=("gelu", "gelu_tanh"),
                         help="GELU flavour recorded in config.json (default: the tag's, gelu_tanh for JAX npz)")
     parser.add_argument("--verify", action="store_true", help="compare logits with the Flax reference ([jax] extra)")
@@ -26,11 +29,15 @@ def run(args: argparse.Namespace) -> int:
     from ..tools.convert import convert_npz, convert_state_dict_file, convert_tag, export_mmpretrain, export_npz
 
     src = Path(args.src)
+    if args.backbone and args.to != "mmpretrain":
+        raise ConversionError(f"--backbone {args.backbone} applies to --to mmpretrain only")
     if args.to == "npz":
         print(f"wrote {export_npz(src, args.out, force=args.force)}")
         return 0
     if args.to == "mmpretrain":
-        print(f"wrote {export_mmpretrain(src, args.out, force=args.force)}")
+        model = export_mmpretrain(src, args.out, force=args.force, backbone=args.backbone or "MixerZoo",
+                                  act_layer=args.act_layer)
+        print(f"wrote {args.out}; it loads exactly into model={model!r}")
         return 0
     if src.suffix == ".npz" or src.is_file() and zipfile.is_zipfile(src) and src.suffix not in (".pth", ".pt"):
         out = convert_npz(src, args.out, arch=args.arch, verify=args.verify, force=args.force,

@@ -22,8 +22,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..mmpretrain.launch import (build_runner, checkpoint_arg, finish_distributed, is_main_process, load_config,
-                                     set_threads)
+    from ..mmpretrain.launch import (build_runner, checkpoint_arg, config_assertions_as_errors, finish_distributed,
+                                     is_main_process, load_config, set_threads)
     from ..util.report import format_table, write_csv, write_json
 
     cfg = load_config(args)
@@ -31,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     cfg.load_from = checkpoint_arg(args.checkpoint)
     cfg.resume = False
     try:
-        metrics = build_runner(cfg).test()
+        with config_assertions_as_errors(cfg):
+            metrics = build_runner(cfg).test()
         main_process = is_main_process()
     finally:
         finish_distributed()

@@ -18,6 +18,9 @@ LAUNCHERS = ("none", "pytorch", "slurm", "mpi")
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of both commands (no mmengine import here: ``mixer-zoo list`` must not need it)."""
     parser.add_argument("--work-dir", metavar="DIR", help="logs and checkpoints (default: work_dirs/<config name>)")
+    parser.add_argument("--data-root", metavar="DIR",
+                        help="the dataset's folder for every dataloader (CIFAR-10: the folder holding "
+                        "cifar-10-batches-py/; default: the config's data_root, data/cifar10)")
     parser.add_argument("--cfg-options", nargs="+", metavar="KEY=VALUE",
                         help="override config entries, e.g. train_cfg.max_iters=100 model.backbone.arch=mixer_s16_zoo")
     parser.add_argument("--launcher", choices=LAUNCHERS, default="none",
@@ -40,7 +43,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..mmpretrain.launch import build_runner, checkpoint_arg, finish_distributed, load_config, set_threads
+    from ..mmpretrain.launch import (build_runner, checkpoint_arg, config_assertions_as_errors, finish_distributed,
+                                     load_config, set_threads)
 
     cfg = load_config(args)
     set_threads(args.threads)
@@ -60,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     if args.no_validate:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     try:
-        build_runner(cfg).train()
+        with config_assertions_as_errors(cfg):
+            build_runner(cfg).train()
     finally:
         finish_distributed()
     return 0

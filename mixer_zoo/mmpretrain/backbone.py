@@ -16,6 +16,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..model import ARCHITECTURES, Mixer
 from ..weights.manifest import get_entry, weights_entries
+from .checkpoints import CheckpointMismatchError, check_fits, checkpoint_state_dict
 
 ARCH_KEYS = ("patch_size", "num_blocks", "embed_dim", "tokens_mlp_dim", "channels_mlp_dim")
 
@@ -115,6 +116,25 @@ class MixerZoo(BaseBackbone):
         self.out_type = out_type
         self.final_norm = final_norm
         self.with_cp = with_cp
+
+    def init_weights(self) -> None:
+        """As mmengine's, except that ``init_cfg=dict(type='Pretrained', checkpoint=..., prefix=...)`` must fill
+        every backbone weight: mmengine's Pretrained init loads what matches and only logs the rest."""
+        cfg = self.init_cfg
+        if self._is_init or not (isinstance(cfg, dict) and cfg.get("type") == "Pretrained"):
+            super().init_weights()
+            return
+        from mmengine.runner.checkpoint import CheckpointLoader
+
+        source, prefix = str(cfg["checkpoint"]), cfg.get("prefix") or ""
+        state = checkpoint_state_dict(CheckpointLoader.load_checkpoint(source, cfg.get("map_location", "cpu")), source)
+        if prefix:
+            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            if not state:
+                raise CheckpointMismatchError(f"{source}: no key starts with prefix {prefix!r}")
+        check_fits(self.state_dict(), state, f"{source} (prefix {prefix!r})" if prefix else source)
+        self.load_state_dict(state, strict=True)
+        self._is_init = True
 
     def train(self, mode: bool = True) -> "MixerZoo":
         """As nn.Module's: returns self (mmpretrain's BaseBackbone.train returns None, breaking ``.eval()`` chains)."""

@@ -84,7 +84,8 @@ def batches_dir(data_root: Union[str, Path]) -> Path:
     folder = root if root.name == BASE_FOLDER else root / BASE_FOLDER
     if not folder.is_dir():
         raise FileNotFoundError(
-            f"{root}: no {BASE_FOLDER}/ folder; expected the standard CIFAR-10 layout "
+            f"{root}: no {BASE_FOLDER}/ folder (set data_root, or mixer-zoo's --data-root, to the folder that holds "
+            f"it); expected the standard CIFAR-10 layout "
             f"{BASE_FOLDER}/{{{','.join(TRAIN_FILES + TEST_FILES)},{META_FILE}}}")
     present = [(folder / n).is_file() for n in TRAIN_FILES]
     count = present.index(False) if False in present else len(present)

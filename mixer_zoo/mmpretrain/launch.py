@@ -8,14 +8,15 @@ running, and wrap the model in DDP without device ids.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-import pickle
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from mmengine.runner import Runner
 
 from ..util.report import error_summary
+from .checkpoints import ensure_exact_checkpoint_hook
 from .metafile import CONFIG_DIR
 
 
@@ -42,6 +43,8 @@ def load_config(args: argparse.Namespace, default_work_dir_prefix: str = "work_d
         cfg = Config.fromfile(str(path))
     except Exception as e:  # syntax errors, bad _base_ paths, type clashes with a base: one line naming the file
         raise RuntimeError(f"{path}: cannot read config: {error_summary(e)}") from e
+    if getattr(args, "data_root", None):
+        set_data_root(cfg, args.data_root)
     if args.cfg_options:
         bad = [kv for kv in args.cfg_options if "=" not in kv]
         if bad:
@@ -52,6 +55,19 @@ def load_config(args: argparse.Namespace, default_work_dir_prefix: str = "work_d
     cfg.work_dir = args.work_dir or cfg.get("work_dir") or os.path.join(default_work_dir_prefix, path.stem)
     cfg.launcher = args.launcher
     return cfg
+
+
+DATALOADERS = ("train_dataloader", "val_dataloader", "test_dataloader")
+
+
+def set_data_root(cfg: Any, data_root: str) -> None:
+    """``--data-root``: the dataset folder of every dataloader the config has (before ``--cfg-options``, which
+    may still set one of them apart)."""
+    if not Path(data_root).is_dir():
+        raise FileNotFoundError(f"--data-root {data_root}: no such folder")
+    for name in DATALOADERS:
+        if cfg.get(name) and "dataset" in cfg[name]:
+            cfg[name].dataset.data_root = str(data_root)
 
 
 def set_threads(threads: Optional[int]) -> None:
@@ -84,59 +100,61 @@ def prepare_distributed(cfg: Any) -> None:
         dist.init_process_group("gloo")
 
 
-def _history_buffer_method(owner: Any, name: str) -> Any:
-    """Stands in for ``getattr`` while unpickling: mmengine's ``HistoryBuffer`` pickles its statistics as
-    ``getattr(HistoryBuffer, "mean")``; a general ``getattr`` would open every attribute chain to the file."""
-    from mmengine.logging import HistoryBuffer
+def dataset_classes(dataset_cfg: Any) -> Optional[int]:
+    """How many classes a dataset config has, where its type or its ``metainfo`` says (None if unknown)."""
+    from mmpretrain.registry import DATASETS
 
-    if owner is HistoryBuffer and name in ("min", "max", "current", "mean", *HistoryBuffer._statistics_methods):
-        return getattr(owner, name)
-    raise pickle.UnpicklingError(f"refusing getattr({owner!r}, {name!r}) in a checkpoint")
-
-
-def allow_mmengine_checkpoints() -> None:
-    """Let ``torch.load(weights_only=True)`` (torch's default, which mmengine relies on) read the checkpoints
-    mmengine writes: numpy scalars and arrays and the message hub's ``HistoryBuffer``, nothing callable."""
-    import numpy as np
-    import torch
-    from mmengine.logging import HistoryBuffer
-
-    multiarray = getattr(np, "_core", None) or np.core
-    dtypes = [t for t in vars(np.dtypes).values() if isinstance(t, type) and issubclass(t, np.dtype)]
-    torch.serialization.add_safe_globals([
-        multiarray.multiarray.scalar, multiarray.multiarray._reconstruct, np.ndarray, np.dtype, *dtypes,
-        HistoryBuffer, (_history_buffer_method, "builtins.getattr")])
+    classes = (dataset_cfg.get("metainfo") or {}).get("classes") or dataset_cfg.get("classes")
+    if classes is None:
+        kind = dataset_cfg.get("type")
+        kind = DATASETS.get(kind) if isinstance(kind, str) else kind
+        classes = (getattr(kind, "METAINFO", None) or {}).get("classes")
+    return len(classes) if isinstance(classes, (list, tuple)) else None
 
 
-class ZooRunner(Runner):
-    """mmengine's ``Runner``, except that the checkpoint of ``load_from`` (``mixer-zoo test CKPT``,
-    ``mixer-zoo train --load-from``) must match the model exactly: mmengine only warns about missing, unexpected
-    or mis-shaped keys and goes on with the model partly untouched. (A backbone-only start is the backbone's
-    ``init_cfg=dict(type='Pretrained', prefix='backbone.')``, as in ``finetune/cifar10.py``.)"""
-
-    def load_checkpoint(self, filename: str, map_location: Any = "cpu", strict: bool = True,
-                        revise_keys: Any = ((r"^module.", ""),)) -> Any:
-        try:
-            return super().load_checkpoint(filename, map_location, strict, revise_keys)
-        except RuntimeError as e:
-            problems = [line.strip() for line in str(e).splitlines()[1:] if line.strip()]
-            if not problems:
-                raise
-            summary = "; ".join(problems)
-            summary = summary if len(summary) <= 400 else summary[:400] + " ..."
-            raise RuntimeError(f"{filename}: does not match the model: {summary}") from None
+def check_class_counts(cfg: Any) -> None:
+    """The head, the data preprocessor and the datasets agree on the number of classes (mmpretrain would stop
+    deep inside a step with an assertion or an index error, or, for the preprocessor, mix up labels)."""
+    model = cfg.get("model") or {}
+    head = (model.get("head") or {}).get("num_classes")
+    if head is None:
+        return
+    source = getattr(cfg, "filename", None) or "config"
+    preprocessor = (model.get("data_preprocessor") or {}).get("num_classes")
+    if preprocessor is not None and preprocessor != head:
+        raise ValueError(f"{source}: model.head.num_classes={head} but model.data_preprocessor.num_classes="
+                         f"{preprocessor}: set both to the dataset's number of classes")
+    for name in DATALOADERS:
+        dataset = (cfg.get(name) or {}).get("dataset")
+        count = dataset_classes(dataset) if dataset else None
+        if count is not None and count > head:
+            raise ValueError(f"{source}: {name}'s {dataset.get('type')} has {count} classes but model.head.num_classes="
+                             f"{head}: set model.head.num_classes and model.data_preprocessor.num_classes to {count}")
 
 
 def build_runner(cfg: Any) -> Any:
-    """mmengine's Runner with strict ``load_from`` (mmpretrain's own ``Runner`` type if the config names one);
-    importing this module has already registered the zoo (it lives in ``mixer_zoo.mmpretrain``)."""
+    """mmengine's own Runner (mmpretrain's ``runner_type`` if the config names one) with the zoo's checkpoint rules:
+    importing this package allow-listed mmengine's checkpoint contents, and :class:`ExactCheckpointHook` makes a
+    checkpoint that does not fill the model an error (added here if the config replaced ``custom_hooks``)."""
     from mmengine.registry import RUNNERS
 
+    check_class_counts(cfg)
     prepare_distributed(cfg)
-    allow_mmengine_checkpoints()
+    ensure_exact_checkpoint_hook(cfg)
     if "runner_type" in cfg:
         return RUNNERS.build(cfg)
-    return ZooRunner.from_cfg(cfg)
+    return Runner.from_cfg(cfg)
+
+
+@contextlib.contextmanager
+def config_assertions_as_errors(cfg: Any) -> Iterator[None]:
+    """mmengine and mmpretrain check configs and data with ``assert`` (a folder of 3 classes for a 1000-class
+    ImageNet, a split name): such an AssertionError is the user's input, reported as one line naming the config."""
+    try:
+        yield
+    except AssertionError as e:
+        text = " ".join(str(e).split()) or "an assertion in mmengine/mmpretrain failed"
+        raise ValueError(f"{getattr(cfg, 'filename', None) or 'config'}: {text}") from e
 
 
 def finish_distributed() -> None:
@@ -154,17 +172,18 @@ def is_main_process() -> bool:
 
 
 def checkpoint_arg(value: Optional[str]) -> Optional[str]:
-    """A checkpoint given on the command line: ``zoo://arch.tag``, ``local-dir:FOLDER`` (a converted folder) or
-    an existing file."""
+    """A checkpoint given on the command line: ``zoo://arch.tag``, an mmengine checkpoint file, or converted weights
+    in timm layout: a folder with a ``model.safetensors``, a ``.safetensors`` file, or either as ``local-dir:PATH``
+    (all three become ``local-dir:PATH``, whose loader renames the keys for the zoo's classifier)."""
     from .weights import LOCAL_DIR
 
     if value is None or "://" in value:
         return value
-    if value.startswith(LOCAL_DIR):
-        folder = Path(value[len(LOCAL_DIR):])
-        if not (folder / "model.safetensors").is_file() and not (folder.is_file() and folder.suffix == ".safetensors"):
-            raise FileNotFoundError(f"checkpoint {value!r}: no converted folder with a model.safetensors at {folder}")
-        return value
-    if not Path(value).is_file():
+    path = Path(value[len(LOCAL_DIR):] if value.startswith(LOCAL_DIR) else value)
+    if (path / "model.safetensors").is_file() or path.is_file() and path.suffix == ".safetensors":
+        return f"{LOCAL_DIR}{path}"
+    if value.startswith(LOCAL_DIR) or path.is_dir():
+        raise FileNotFoundError(f"checkpoint {value!r}: no converted folder with a model.safetensors at {path}")
+    if not path.is_file():
         raise FileNotFoundError(f"checkpoint {value!r} not found")
     return value

@@ -15,6 +15,7 @@ import torch
 from mmengine.runner import CheckpointLoader
 from safetensors.torch import load_file
 
+from ..formats.mmpretrain_layout import timm_to_zoo_classifier
 from ..util.report import error_summary
 from ..weights.hub_cache import WEIGHTS_FILE, WeightsError, verify_cached_weights
 from ..weights.manifest import ManifestError, get_entry, manifest_path
@@ -44,14 +45,6 @@ def hub_weights_file(name: str) -> Path:
     return Path(path)
 
 
-def timm_to_mmpretrain(state_dict: Dict[str, torch.Tensor], source: str = "state dict") -> Dict[str, torch.Tensor]:
-    """timm ``MlpMixer`` keys -> ``ImageClassifier(backbone=MixerZoo, head=LinearClsHead)`` keys."""
-    if "stem.proj.weight" not in state_dict:
-        raise ValueError(f"{source}: not a Mixer state dict in timm layout (no 'stem.proj.weight'); "
-                         f"first keys: {list(state_dict)[:3]}")
-    return {(f"head.fc.{k[5:]}" if k.startswith("head.") else f"backbone.{k}"): v for k, v in state_dict.items()}
-
-
 def dataset_meta(entry: Dict[str, Any]) -> Dict[str, Any]:
     """Class names for the tag's label set, where mmpretrain knows them (get_model and the inferencer show them)."""
     if entry.get("label_set") == "imagenet-1k" and entry.get("num_classes") == 1000:
@@ -67,7 +60,7 @@ def load_zoo_checkpoint(name: str, map_location: Optional[str] = None) -> Dict[s
     path = hub_weights_file(name)
     state_dict = load_file(str(path), device=str(map_location) if isinstance(map_location, (str, torch.device)) else "cpu")
     meta = {"zoo_weights": f"{entry['architecture']}.{entry['tag']}", "dataset_meta": dataset_meta(entry)}
-    return {"state_dict": timm_to_mmpretrain(state_dict, str(path)), "meta": meta}
+    return {"state_dict": timm_to_zoo_classifier(state_dict, str(path)), "meta": meta}
 
 
 @CheckpointLoader.register_scheme(prefixes=SCHEME, force=True)
@@ -88,7 +81,7 @@ def load_local_dir_checkpoint(folder: str) -> Dict[str, Any]:
 
     state_dict = load_timm_weights(folder)
     check_timm_state_dict(state_dict, str(folder))
-    return {"state_dict": timm_to_mmpretrain(state_dict, str(folder)), "meta": {"source": str(folder)}}
+    return {"state_dict": timm_to_zoo_classifier(state_dict, str(folder)), "meta": {"source": str(folder)}}
 
 
 @CheckpointLoader.register_scheme(prefixes=LOCAL_DIR, force=True)

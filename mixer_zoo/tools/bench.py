@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..formats.mmpretrain_layout import timm_to_mmpretrain
+from ..formats.mmpretrain_layout import timm_to_stock_classifier
 from ..model.architectures import ARCHITECTURES, TIMM_EQUIVALENTS
 from ..model.kernels import CPU_PATHS, PATH_ENV, chosen_paths
 from ..util.hardware import PeakMemory, cpu_isa, hardware_name, matmul_peak_flops, resolve_device, sync
@@ -114,7 +114,7 @@ def build_contenders(arch: str, device: torch.device, timm_twin: bool = True, mm
         contenders.append(Contender("timm", TIMM_EQUIVALENTS[arch], twin, twin))
     if mmpretrain and act_layer == "gelu" and ARCHITECTURES[arch]["embed_dim"] in MMPRETRAIN_ARCHS:
         mm = build_mmpretrain_mixer(arch)
-        mm.load_state_dict(timm_to_mmpretrain(weights), strict=True)
+        mm.load_state_dict(timm_to_stock_classifier(weights), strict=True)
         a = ARCHITECTURES[arch]
         name = f"mmpretrain:mlp-mixer-{MMPRETRAIN_ARCHS[a['embed_dim']]}{a['patch_size']}"
         contenders.append(Contender("mmpretrain", name, mm,

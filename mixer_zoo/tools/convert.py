@@ -16,7 +16,7 @@ import torch
 
 from ..formats.keys import (ConversionError, CorruptFileError, PathLike, architecture_for_dims, check_layout,
                             check_timm_state_dict, expected_official_shapes, infer_dims, num_classes_of)
-from ..formats.mmpretrain_layout import is_mmpretrain_layout, mmpretrain_to_timm, timm_to_mmpretrain
+from ..formats.mmpretrain_layout import TIMM_TO_CLASSIFIER, classifier_config, is_mmpretrain_layout, mmpretrain_to_timm
 from ..formats.npz import read_npz_index, stream_npz_to_safetensors, timm_to_npz_arrays
 from ..formats.timm_folder import (CONVERTER_VERSION, check_output_folder, describe_file, local_entry,
                                    pretrained_cfg_for, source_metadata, staging_folder, write_config_and_card,
@@ -93,7 +93,7 @@ def _allow_trainer_checkpoints() -> None:
     """A checkpoint of ``mixer-zoo train`` holds mmengine's bookkeeping next to the weights: let the weights-only
     loader read it (numbers and mmengine's ``HistoryBuffer``, nothing callable) where mmpretrain is installed."""
     if importlib.util.find_spec("mmpretrain") is not None:
-        from ..mmpretrain.launch import allow_mmengine_checkpoints
+        from ..mmpretrain.checkpoints import allow_mmengine_checkpoints
 
         allow_mmengine_checkpoints()
 
@@ -169,19 +169,41 @@ def export_npz(src: PathLike, out_file: PathLike, force: bool = False) -> Path:
     """timm weights (converted folder, ``.safetensors`` or ``.pth``) -> official-layout ``.npz``."""
     out_file = Path(out_file)
     _check_output_file(out_file, force, "--to npz")
+    _allow_trainer_checkpoints()
     arrays = timm_to_npz_arrays(load_timm_weights(src), str(src))
     return atomic_write(out_file, lambda f: np.savez(f, **arrays))
 
 
-def export_mmpretrain(src: PathLike, out_file: PathLike, force: bool = False) -> Path:
-    """timm weights -> an mmpretrain ``ImageClassifier`` checkpoint (``{"state_dict", "meta"}``)."""
+def folder_act_layer(src: PathLike) -> Optional[str]:
+    """The GELU flavour a converted folder's ``config.json`` records (for a folder or its ``model.safetensors``)."""
+    folder = Path(src) if Path(src).is_dir() else Path(src).parent
+    config = folder / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        return json.loads(config.read_text(encoding="utf-8"))["model_args"]["act_layer"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConversionError(f"{config}: no model_args.act_layer ({type(e).__name__}: {e})") from None
+
+
+def export_mmpretrain(src: PathLike, out_file: PathLike, force: bool = False, backbone: str = "MixerZoo",
+                      act_layer: Optional[str] = None) -> Dict[str, Any]:
+    """timm weights -> an mmpretrain ``ImageClassifier`` checkpoint (``{"state_dict", "meta"}``) for ``backbone``:
+    the zoo's ``MixerZoo`` (what the shipped configs build) or mmpretrain's ``MlpMixer`` (S, B and L widths only).
+    Returns the ``model`` config the checkpoint fits exactly (also kept in its ``meta``)."""
     out_file = Path(out_file)
     _check_output_file(out_file, force, "--to mmpretrain")
+    _allow_trainer_checkpoints()
     state_dict = load_timm_weights(src)
-    check_timm_state_dict(state_dict, str(src))
-    checkpoint = {"state_dict": timm_to_mmpretrain(state_dict, str(src)),
-                  "meta": {"converter": CONVERTER_VERSION, "source_file": Path(src).name}}
-    return atomic_write(out_file, lambda f: torch.save(checkpoint, f))
+    dims = check_timm_state_dict(state_dict, str(src))
+    act_layer = act_layer or folder_act_layer(src) or "gelu"  # timm's own MlpMixer releases use the exact GELU
+    arch = architecture_for_dims(dims, str(src))
+    model = classifier_config(backbone, dims, int(state_dict["head.weight"].shape[0]), act_layer,
+                              arch=None if arch == CUSTOM_ARCHITECTURE else arch, source=str(src))
+    checkpoint = {"state_dict": TIMM_TO_CLASSIFIER[backbone](state_dict, str(src)),
+                  "meta": {"converter": CONVERTER_VERSION, "source_file": Path(src).name, "model": model}}
+    atomic_write(out_file, lambda f: torch.save(checkpoint, f))
+    return model
 
 
 def _compare(model: str, dtype: str, gelu: str, versus: str, got: np.ndarray, reference: np.ndarray) -> Dict[str, Any]:

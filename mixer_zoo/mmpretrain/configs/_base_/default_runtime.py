@@ -28,3 +28,6 @@ log_level = 'INFO'
 load_from = None
 resume = False
 randomness = dict(seed=0, deterministic=False)
+
+# A checkpoint (load_from, resume) must fill the model exactly: mmengine alone warns and goes on half-loaded.
+custom_hooks = [dict(type='ExactCheckpointHook')]

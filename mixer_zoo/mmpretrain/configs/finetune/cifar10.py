@@ -1,6 +1,6 @@
 # Fine-tune an ImageNet tag on CIFAR-10 with vision_transformer's recipe (see the schedule file):
 #   python -m mixer_zoo.train mixer_zoo/mmpretrain/configs/finetune/cifar10.py \
-#       --cfg-options train_dataloader.dataset.data_root=PATH val_dataloader.dataset.data_root=PATH
+#       --data-root PATH   (the folder holding cifar-10-batches-py/; every dataloader)
 # From another tag: model.backbone.arch=mixer_l16_zoo.goog_in21k model.head.in_channels=1024 (its width).
 # The ImageNet-21k tags are the usual starting point (the paper's transfer results start from them).
 _base_ = [

@@ -3,7 +3,7 @@
 # decay), at the native 32x32 with the crop-and-flip augmentation of ../_base_/datasets/cifar10_32.py. The start is
 # a converted folder (model.safetensors in timm layout, e.g. `mixer-zoo convert epoch_9.pth --out DIR`):
 #   python -m mixer_zoo.cli train finetune/cifar10_32px.py --load-from local-dir:DIR --threads 2 \
-#       --cfg-options train_dataloader.dataset.data_root=PATH val_dataloader.dataset.data_root=PATH
+#       --data-root PATH   (the folder holding cifar-10-batches-py/; every dataloader)
 # --load-from takes the whole classifier and must match it exactly (shape below, 10 classes); for a checkpoint
 # with another head take the backbone only: model.backbone.init_cfg=dict(type='Pretrained',
 # checkpoint='local-dir:DIR', prefix='backbone.'). The shape must be the checkpoint's (its config.json model_args).

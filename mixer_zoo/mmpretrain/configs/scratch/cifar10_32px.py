@@ -6,7 +6,7 @@
 #   - label smoothing 0.1; random crop (padding 4) and horizontal flip; no mixup, no stochastic depth:
 #     in a few epochs on 10k images they cost more than they give.
 #   python -m mixer_zoo.cli train scratch/cifar10_32px.py --threads 2 \
-#       --cfg-options train_dataloader.dataset.data_root=PATH val_dataloader.dataset.data_root=PATH
+#       --data-root PATH   (the folder holding cifar-10-batches-py/; every dataloader)
 _base_ = [
     '../_base_/models/mixer_cifar32.py',
     '../_base_/datasets/cifar10_32.py',
