@@ -11,6 +11,7 @@ folder, so results from an AVX2 and an AVX-512 machine sit side by side. ``--isa
 ATen, oneDNN and MKL capped at AVX2, so an AVX-512 machine measures the AVX2 code paths as well.
 """
 import argparse
+import os
 import re
 from pathlib import Path
 
@@ -56,13 +57,17 @@ def main() -> None:
                     for row in got:
                         row["forced_path"] = path
                         row["matmul_peak_gflops"] = round(peak / 1e9, 1)
+                        row["load_avg_1m"] = round(os.getloadavg()[0], 2)  # other work on the machine
                     rows.extend(got)
                     print(format_table(got, [c for c in COLUMNS if any(c in r for r in got)]))
+    ours = [r for r in rows if r["impl"] == "mixer_zoo"]
+    print(format_table(ours, ["model", "act_layer", "infer_batch_size", "forced_path", "cpu_path", "speedup_vs_timm",
+                              "train_speedup_vs_timm", "infer_mfu", "load_avg_1m"]))
     out.mkdir(parents=True, exist_ok=True)
     if rows:
         write_json(out / "model_paths.json", rows)
         write_csv(out / "model_paths.csv", rows)
-        plot_results([r for r in rows if r["impl"] == "mixer_zoo"], str(out / "model_paths.png"),
+        plot_results(ours, str(out / "model_paths.png"),
                      title=f"{cpu_model_name()} ({cpu_isa()})")
     loads = [load_time_vs_timm(a) for a in args.load_models.split(",") if a]
     if loads:
