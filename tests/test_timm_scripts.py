@@ -209,7 +209,7 @@ def test_validate_py_on_the_folder_matches_the_projects_evaluation_and_train_py(
                      "--split", "validation", "--model", f"local-dir:{folder}", "--pretrained", "--workers", "0",
                      "-b", "50", "--device", "cpu", "--results-file", out, "--results-format", "json")
     assert result.returncode == 0, result.stderr[-3000:]
-    (row,) = json.loads(out.read_text())
+    row = json.loads(out.read_text())  # one model: one result object
     ours, _ = _our_evaluation(folder, cifar_tree)
     assert ours["images"] == 200
     assert round(row["top1"] * 2) == ours["top1_correct"] and round(row["top5"] * 2) == ours["top5_correct"]
@@ -243,7 +243,7 @@ def test_validate_py_loads_the_folder_from_a_hub_cache_as_hf_hub(timm_scripts, c
                      "--split", "validation", "--model", f"hf-hub:{repo}", "--pretrained", "--workers", "0",
                      "--device", "cpu", "--results-file", out, "--results-format", "json", env=hub)
     assert result.returncode == 0, result.stderr[-3000:]
-    (row,) = json.loads(out.read_text())
+    row = json.loads(out.read_text())  # one model: one result object
     assert abs(row["top1"] - float(summary[-1]["eval_top1"])) < 1e-3
 
 
