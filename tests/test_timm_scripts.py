@@ -1,22 +1,20 @@
 """timm's own scripts with the zoo's models: ``mixer-zoo timm SCRIPT ARGS``.
 
 The runner is proved on small scripts of its own. timm's real ``train.py``, ``validate.py``, ``inference.py`` and
-``benchmark.py`` come from ``$MIXER_ZOO_TIMM_SCRIPTS`` (a timm source checkout), the cache, or the installed timm
-version's source distribution on PyPI (``mixer-zoo timm --fetch``); where none has them those tests are skipped,
-saying why. They run on real CIFAR-10 images (``../shared/data/cifar10-real``): timm's ``train.py`` trains a small
-zoo Mixer from a ``local-dir:`` folder, ``mixer-zoo convert`` turns its checkpoint into a folder, and
-``validate.py`` / ``inference.py`` on that folder (``local-dir:`` and ``hf-hub:``) must agree with the project's
-own evaluation image for image.
+``benchmark.py`` ship neither in timm's wheel nor in its source distribution on PyPI, so they come from a checkout
+of timm's repository named by ``$MIXER_ZOO_TIMM_SCRIPTS``, or ``../shared/timm-scripts/<timm version>/`` beside the
+repository; where neither has them those tests are skipped, saying so. They run on real CIFAR-10 images
+(``../shared/data/cifar10-real``): timm's ``train.py`` trains a small zoo Mixer from a ``local-dir:`` folder,
+``mixer-zoo convert`` turns its checkpoint into a folder, and ``validate.py`` / ``inference.py`` on that folder
+(``local-dir:`` and ``hf-hub:``) must agree with the project's own evaluation image for image.
 """
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -24,11 +22,11 @@ import timm
 import torch
 
 from mixer_zoo.cli import main as cli_main
-from mixer_zoo.tools.timm_scripts import (SCRIPTS, SCRIPTS_ENV, ScriptsError, extract_scripts, fetch_scripts,
-                                          find_script, scripts_cache_dir)
+from mixer_zoo.tools.timm_scripts import SCRIPTS, SCRIPTS_ENV, find_script
 
 CLI = Path(sys.executable).with_name("mixer-zoo")
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-real"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+REAL = SHARED / "data" / "cifar10-real"
 TINY = dict(patch_size=4, num_blocks=4, embed_dim=64, tokens_mlp_dim=32, channels_mlp_dim=256, img_size=32)
 """A Mixer small enough to train on two CPU cores in seconds: 64 tokens of 4x4 patches of a 32 px image."""
 
@@ -70,69 +68,29 @@ def test_a_script_named_without_a_path_is_found_in_the_scripts_dir_then_the_env(
     assert capsys.readouterr().out == "given\n"
 
 
-def test_a_missing_script_is_one_line_saying_where_it_looked_and_what_to_do(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("MIXER_ZOO_CACHE", str(tmp_path / "cache"))
+def test_a_missing_script_is_one_line_saying_where_it_looked_and_where_to_get_it(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv(SCRIPTS_ENV, raising=False)
     assert cli_main(["timm", "--scripts-dir", str(tmp_path), "train.py", "--model", "x"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("mixer-zoo timm: error: train.py: timm script not found in")
-    assert str(tmp_path) in err and "--fetch" in err and "source checkout" in err
-    assert cli_main(["timm"]) == 2 and "name a timm script" in capsys.readouterr().err
-
-
-def _sdist(path, members):
-    """A ``.tar.gz`` with ``members``: name -> bytes, or ``("link", target)`` for a symlink."""
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            if isinstance(data, tuple):
-                info.type, info.linkname = tarfile.SYMTYPE, data[1]
-                tar.addfile(info)
-            else:
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-    return path
-
-
-def test_only_the_four_top_level_scripts_come_out_of_a_source_distribution(tmp_path):
-    members = {f"timm-9.9.9/{n}": f"# {n}\n".encode() for n in SCRIPTS}
-    members.update({"timm-9.9.9/timm/__init__.py": b"", "timm-9.9.9/tests/train.py": b"# not this one\n"})
-    found = fetch_scripts(tmp_path / "out", version="9.9.9", sdist=_sdist(tmp_path / "timm-9.9.9.tar.gz", members))
-    assert sorted(found) == sorted(SCRIPTS)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(SCRIPTS)
-    assert (tmp_path / "out" / "train.py").read_text() == "# train.py\n"
-
-
-@pytest.mark.parametrize("members, words", [
-    ({"timm-1/train.py": b"", "timm-1/timm/__init__.py": b""}, "has no validate.py, inference.py, benchmark.py"),
-    ({**{f"timm-1/{n}": b"" for n in SCRIPTS}, "timm-1/train.py": ("link", "/etc/passwd")}, "not a regular file"),
-])
-def test_a_source_distribution_without_regular_scripts_is_refused_writing_nothing(tmp_path, members, words):
-    with pytest.raises(ScriptsError, match=words):
-        extract_scripts(_sdist(tmp_path / "timm-1.tar.gz", members), tmp_path / "out")
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
-
-
-def test_a_damaged_source_distribution_is_one_line(tmp_path):
-    bad = tmp_path / "timm-1.tar.gz"
-    bad.write_bytes(b"\x1f\x8b not really gzip")
-    with pytest.raises(ScriptsError, match="not a readable source distribution"):
-        extract_scripts(bad, tmp_path / "out")
+    assert err.count("\n") == 1 and err.startswith(f"mixer-zoo timm: error: train.py: timm script not found in {tmp_path}")
+    assert f"--branch v{timm.__version__}" in err and "--scripts-dir DIR" in err
+    assert cli_main(["timm", "no/such/validate.py"]) == 2
+    assert capsys.readouterr().err == "mixer-zoo timm: error: no/such/validate.py: no such file\n"
 
 
 # ---- timm's real scripts on real images -----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def timm_scripts():
-    """timm's scripts for the installed version: $MIXER_ZOO_TIMM_SCRIPTS, the cache, else timm's sdist on PyPI."""
-    for folder in (os.environ.get(SCRIPTS_ENV), scripts_cache_dir()):
-        if folder and all((Path(folder) / n).is_file() for n in SCRIPTS):
-            return Path(folder)
-    try:
-        return fetch_scripts()["train.py"].parent
-    except ScriptsError as e:
-        pytest.skip(f"timm {timm.__version__}'s scripts are not available ({e}); set ${SCRIPTS_ENV} to a timm "
-                    "source checkout of that version to run these tests")
+    """timm's scripts for the installed version: $MIXER_ZOO_TIMM_SCRIPTS, else ../shared/timm-scripts/VERSION."""
+    places = [Path(os.environ[SCRIPTS_ENV])] if os.environ.get(SCRIPTS_ENV) else []
+    places.append(SHARED / "timm-scripts" / timm.__version__)
+    for folder in places:
+        if all((folder / n).is_file() for n in SCRIPTS):
+            return folder
+    pytest.skip(f"timm {timm.__version__}'s scripts ({', '.join(SCRIPTS)}) not found in {', '.join(map(str, places))}: "
+                f"neither timm's wheel nor its PyPI source distribution ships them; set ${SCRIPTS_ENV} to a checkout "
+                f"of timm's repository at v{timm.__version__}")
 
 
 @pytest.fixture(scope="module")

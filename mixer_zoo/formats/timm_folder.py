@@ -144,17 +144,28 @@ def model_args_for(dims: Mapping[str, int], num_classes: int, act_layer: str) ->
 
 def timm_config(arch: str, num_classes: int, act_layer: str, pretrained_cfg: Mapping[str, Any],
                 dims: Mapping[str, int]) -> Dict[str, Any]:
-    """``config.json`` in timm's Hub format; ``model_args`` records the shape (timm passes it to the
-    architecture), ``pretrained_cfg`` the input size and preprocessing."""
+    """``config.json`` as timm's own ``save_for_hf`` / ``push_to_hf_hub`` write it: timm's
+    ``save_config_for_hf`` run on the model the folder holds (built on the meta device), so ``model_args`` records
+    the whole shape and the GELU and ``pretrained_cfg`` the input size, preprocessing, licence and paper, without
+    where the weights came from. Two fields stay as mixer-zoo needs them: ``model_args.img_size`` is the int the
+    zoo's architectures take, and ``pretrained_cfg.hf_hub_filename`` names ``model.safetensors`` so that an
+    ``hf-hub:`` load never falls back to a pickle."""
+    import tempfile
+
+    import timm
+    from timm.models._hub import save_config_for_hf
+
     model_args = model_args_for(dims, num_classes, act_layer)
-    cfg = dict(pretrained_cfg)
-    cfg.update(architecture=arch, num_classes=num_classes, custom_load=False,
-               input_size=[3, model_args["img_size"], model_args["img_size"]])
-    for key in ("hf_hub_id", "url", "file", "source", "state_dict"):
-        cfg.pop(key, None)  # where the weights are is decided by whoever loads the folder
-    cfg = {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items() if v is not None}
-    return dict(architecture=arch, num_classes=num_classes, num_features=int(dims["embed_dim"]),
-                global_pool="avg", model_args=model_args, pretrained_cfg=cfg)
+    size = model_args["img_size"]
+    cfg = {k: v for k, v in pretrained_cfg.items() if k not in ("hf_hub_id", "url", "file", "source", "state_dict")}
+    cfg.update(architecture=arch, num_classes=num_classes, input_size=(3, size, size))
+    model = timm.create_model(arch, pretrained_cfg=cfg, device="meta", **model_args)
+    with tempfile.TemporaryDirectory(prefix="mixer-zoo-config-") as tmp:
+        save_config_for_hf(model, str(Path(tmp) / "config.json"), model_args=model_args)
+        config = json.loads((Path(tmp) / "config.json").read_text(encoding="utf-8"))
+    config["model_args"]["img_size"] = size
+    config["pretrained_cfg"]["hf_hub_filename"] = "model.safetensors"
+    return config
 
 
 def pretrained_cfg_for(arch: str, entry: Mapping[str, Any]) -> Dict[str, Any]:

@@ -41,9 +41,11 @@ def trained_on(entry: Mapping[str, Any]) -> List[str]:
 
 
 def card_datasets(entry: Mapping[str, Any]) -> List[str]:
-    """The Hub dataset ids of :func:`trained_on` (what the card's ``datasets:`` lists), without repeats."""
+    """The Hub dataset ids of :func:`trained_on` in timm's order (the last data trained on, then the pre-training):
+    what the card's ``datasets:`` lists, without repeats."""
+    seen = trained_on(entry)
     ids: List[str] = []
-    for label_set in trained_on(entry):
+    for label_set in seen[-1:] + seen[:-1]:
         hub_id = HUB_DATASETS.get(label_set, label_set).lower()
         if hub_id not in ids:
             ids.append(hub_id)
