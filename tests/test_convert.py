@@ -105,9 +105,24 @@ def test_config_json_is_timms_hub_format(s32_folder):
     assert config["architecture"] == "mixer_s32_zoo"
     assert config["num_classes"] == 10 and config["num_features"] == 512 and config["global_pool"] == "avg"
     assert config["model_args"] == dict(ARCHITECTURES["mixer_s32_zoo"], img_size=224, num_classes=10,
-                                        act_layer="gelu_tanh")
+                                        act_layer="gelu_tanh", in_chans=3, global_pool="avg")
     assert config["pretrained_cfg"]["mean"] == [0.5, 0.5, 0.5] and config["pretrained_cfg"]["num_classes"] == 10
     assert config["pretrained_cfg"]["tag"] == "local"
+
+
+def test_config_json_is_what_timms_save_for_hf_writes_for_the_loaded_model(s32_folder, tmp_path):
+    """Loaded through timm and exported again with timm's own ``save_config_for_hf``, the folder's config comes
+    back unchanged but for the integrity record and the two fields mixer-zoo keeps its way."""
+    from timm.models._hub import save_config_for_hf
+
+    ours = json.loads((s32_folder / "config.json").read_text())
+    model = timm.create_model(f"local-dir:{s32_folder}", pretrained=True)
+    save_config_for_hf(model, str(tmp_path / "config.json"))
+    theirs = json.loads((tmp_path / "config.json").read_text())
+    assert theirs["model_args"].pop("img_size") == [224, 224] and ours["model_args"].pop("img_size") == 224
+    assert ours["pretrained_cfg"].pop("hf_hub_filename") == "model.safetensors"  # safetensors only on hf-hub:
+    ours.pop("integrity")
+    assert ours == theirs
 
 
 def test_folder_loads_into_timms_own_mlp_mixer(s32_folder):

@@ -267,6 +267,11 @@ def _card_without_library(folder):
     (folder / "README.md").write_text(text)
 
 
+def _card_without_pipeline_tag(folder):
+    text = (folder / "README.md").read_text().replace("pipeline_tag: image-classification\n", "")
+    (folder / "README.md").write_text(text)
+
+
 def _truncate_weights(folder):
     (folder / "model.safetensors").write_bytes(b"\x10\x00")
 
@@ -276,6 +281,7 @@ def _truncate_weights(folder):
     (_break_act_layer, "config.json", "act_layer"),
     (_wrong_head, "model.safetensors", "head.weight"),
     (_card_without_library, "README.md", "library_name"),
+    (_card_without_pipeline_tag, "README.md", "pipeline_tag"),
     (_truncate_weights, "model.safetensors", "safetensors"),
 ])
 def test_dry_run_rejects_a_broken_folder_in_one_line(converted, tmp_path, breakage, file, words):

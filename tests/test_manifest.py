@@ -105,6 +105,8 @@ def _set(path, value):
     (_set(["weights", B16, "metrics", "measured"], {"imagenet_val": {"top1": 180}}), f"/weights/{B16}/metrics/measured"),
     (_set(["weights", B16, "colour"], "blue"), f"/weights/{B16}"),
     (_set(["weights", B16, "hf_hub_id"], "no-org"), f"/weights/{B16}/hf_hub_id"),
+    (_set(["weights", B16, "provenance", "trained_on"], ["imagenet-21k-p-typo"]), f"/weights/{B16}/provenance/trained_on"),
+    (_set(["weights", B16, "provenance", "sources"], []), f"/weights/{B16}/provenance/sources"),
 ])
 def test_the_schema_rejects_bad_values_naming_file_and_key(tmp_path, change, pointer):
     path = write(tmp_path, mutated(change))
@@ -124,6 +126,11 @@ def test_the_schema_rejects_bad_values_naming_file_and_key(tmp_path, change, poi
     (_set(["weights", B16, "paper", "arxiv"], "2101.00001"), "has no BibTeX"),
     (_set(["weights", B16, "converted"], {"sha256": "0" * 64, "size_bytes": None}), "set together"),
     (lambda d: d["weights"].pop("mixer_h14_zoo.untrained"), "mixer_h14_zoo: architecture has no manifest entry"),
+    (_set(["weights", B16, "provenance", "trained_on"], ["imagenet-1k", "imagenet-21k"]),
+     "provenance.trained_on ends with imagenet-21k but the head's classes are imagenet-1k"),
+    (_set(["weights", "mixer_h14_zoo.untrained", "provenance"],
+          {"trained_on": ["imagenet-1k"], "certainty": "unknown", "notes": "x", "sources": ["y"]}),
+     "lists data but no weights were released"),
 ])
 def test_cross_checks_catch_what_the_schema_cannot(tmp_path, change, words):
     path = write(tmp_path, mutated(change))
@@ -218,3 +225,17 @@ def test_a_schema_breaking_override_is_one_line_in_every_command(tmp_path, monke
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and str(path) in err[0] and "Traceback" not in err[0], (argv, err)
+
+
+@pytest.mark.parametrize("key", ["mixer_b16_zoo.goog_in21k_ft_in1k", "mixer_l16_zoo.goog_in21k_ft_in1k"])
+def test_timms_goog_in21k_ft_in1k_tags_record_their_imagenet_1k_provenance_with_sources(key):
+    """timm's tag name is kept, but the manifest records that the evidence says ImageNet-1k only (PR #651, the
+    rename commit, Google's bucket) and does not call them 21k->1k fine-tunes."""
+    entry = weights_entries()[key]
+    provenance = entry["provenance"]
+    assert provenance["trained_on"] == ["imagenet-1k"] and provenance["certainty"] == "likely"
+    sources = " ".join(provenance["sources"])
+    for evidence in ("pull request #651", "b1206099", "2d8b09fe", "gs://mixer_models"):
+        assert evidence in sources
+    assert "Not settled" in provenance["notes"]
+    assert "fine-tuned on ImageNet-1k by Google" not in entry["description"]

@@ -36,6 +36,7 @@ SUBCOMMANDS = {
     "publish": ("mixer_zoo.cli.publish", "upload a converted folder as a timm-compatible Hugging Face Hub repo (--dry-run validates)"),
     "convert-all": ("mixer_zoo.cli.convert_all", "convert (and publish) every manifest tag, skipping what is up to date"),
     "cache": ("mixer_zoo.cli.cache", "verify or clean every cached copy of a tag's files (Hub snapshot, download)"),
+    "timm": ("mixer_zoo.cli.timm_scripts", "run timm's own train.py / validate.py / inference.py / benchmark.py with the zoo's models registered"),
 }
 
 

@@ -39,10 +39,11 @@ def run(args: argparse.Namespace) -> int:
                                   act_layer=args.act_layer)
         print(f"wrote {args.out}; it loads exactly into model={model!r}")
         return 0
-    if src.suffix == ".npz" or src.is_file() and zipfile.is_zipfile(src) and src.suffix not in (".pth", ".pt"):
+    torch_file = src.suffix in (".pth", ".pt", ".bin") or src.name.endswith(".pth.tar")  # .pth.tar: timm train.py
+    if src.suffix == ".npz" or src.is_file() and zipfile.is_zipfile(src) and not torch_file:
         out = convert_npz(src, args.out, arch=args.arch, verify=args.verify, force=args.force,
                           act_layer=args.act_layer, progress=not args.quiet)
-    elif src.suffix in (".pth", ".pt", ".bin"):
+    elif torch_file:
         if args.verify:
             raise ConversionError(f"{src}: --verify compares against the JAX model and needs an .npz source")
         out = convert_state_dict_file(src, args.out, arch=args.arch, force=args.force, act_layer=args.act_layer)

@@ -144,17 +144,28 @@ def model_args_for(dims: Mapping[str, int], num_classes: int, act_layer: str) ->
 
 def timm_config(arch: str, num_classes: int, act_layer: str, pretrained_cfg: Mapping[str, Any],
                 dims: Mapping[str, int]) -> Dict[str, Any]:
-    """``config.json`` in timm's Hub format; ``model_args`` records the shape (timm passes it to the
-    architecture), ``pretrained_cfg`` the input size and preprocessing."""
+    """``config.json`` as timm's own ``save_for_hf`` / ``push_to_hf_hub`` write it: timm's
+    ``save_config_for_hf`` run on the model the folder holds (built on the meta device), so ``model_args`` records
+    the whole shape and the GELU and ``pretrained_cfg`` the input size, preprocessing, licence and paper, without
+    where the weights came from. Two fields stay as mixer-zoo needs them: ``model_args.img_size`` is the int the
+    zoo's architectures take, and ``pretrained_cfg.hf_hub_filename`` names ``model.safetensors`` so that an
+    ``hf-hub:`` load never falls back to a pickle."""
+    import tempfile
+
+    import timm
+    from timm.models._hub import save_config_for_hf
+
     model_args = model_args_for(dims, num_classes, act_layer)
-    cfg = dict(pretrained_cfg)
-    cfg.update(architecture=arch, num_classes=num_classes, custom_load=False,
-               input_size=[3, model_args["img_size"], model_args["img_size"]])
-    for key in ("hf_hub_id", "url", "file", "source", "state_dict"):
-        cfg.pop(key, None)  # where the weights are is decided by whoever loads the folder
-    cfg = {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items() if v is not None}
-    return dict(architecture=arch, num_classes=num_classes, num_features=int(dims["embed_dim"]),
-                global_pool="avg", model_args=model_args, pretrained_cfg=cfg)
+    size = model_args["img_size"]
+    cfg = {k: v for k, v in pretrained_cfg.items() if k not in ("hf_hub_id", "url", "file", "source", "state_dict")}
+    cfg.update(architecture=arch, num_classes=num_classes, input_size=(3, size, size))
+    model = timm.create_model(arch, pretrained_cfg=cfg, device="meta", **model_args)
+    with tempfile.TemporaryDirectory(prefix="mixer-zoo-config-") as tmp:
+        save_config_for_hf(model, str(Path(tmp) / "config.json"), model_args=model_args)
+        config = json.loads((Path(tmp) / "config.json").read_text(encoding="utf-8"))
+    config["model_args"]["img_size"] = size
+    config["pretrained_cfg"]["hf_hub_filename"] = "model.safetensors"
+    return config
 
 
 def pretrained_cfg_for(arch: str, entry: Mapping[str, Any]) -> Dict[str, Any]:
@@ -162,23 +173,55 @@ def pretrained_cfg_for(arch: str, entry: Mapping[str, Any]) -> Dict[str, Any]:
     return dict(pretrained_cfg_from_entry(entry), architecture=arch, tag=entry["tag"])
 
 
+def google_release_match(arch: str, num_classes: int, file_name: str) -> Dict[str, Any]:
+    """What the manifest says about Google's npz releases of this file name, architecture and head: their common
+    licence and training data (matched by name and shape, not by hash), or ``{}`` when none or they disagree."""
+    from ..weights.model_card import trained_on
+
+    found = [e for e in weights_entries().values() if (e.get("source") or {}).get("format") == "jax_npz"
+             and e["architecture"] == arch and e["num_classes"] == num_classes
+             and e["source"]["url"].rsplit("/", 1)[-1] == file_name]
+    if not found or len({e["license"] for e in found}) != 1:
+        return {}
+    seen = [trained_on(e) for e in found]
+    urls = ", ".join(e["source"]["url"] for e in found)
+    return dict(license=found[0]["license"], trained_on=seen[0] if all(s == seen[0] for s in seen) else [],
+                label_set=found[0]["label_set"], urls=urls)
+
+
 def local_entry(arch: str, num_classes: int, act_layer: str, src: PathLike, dims: Mapping[str, int],
                 num_params: int, layout: Optional[str] = None) -> Dict[str, Any]:
     """A manifest-like entry for a file the manifest does not know, describing that file: its shape, input size
-    and parameter count (from its tensors), and its source's evaluation preprocessing; no claims about licence
-    or accuracy."""
+    and parameter count (from its tensors), and its source's evaluation preprocessing. A Google npz takes the
+    licence (and training data, where they agree) that the manifest records for Google's releases of that file
+    name; anything else claims no licence and no training data."""
     google = next((e for e in weights_entries().values() if e.get("source") and e["architecture"] == arch), None)
     google = google or next(e for e in weights_entries().values() if e.get("source"))
     size = int(dims["img_size"])
     preprocessing, where = source_preprocessing(layout, size)
-    return dict(
+    name = Path(src).name
+    match = google_release_match(arch, num_classes, name) if layout == "jax_npz" else {}
+    if match:
+        provenance = dict(trained_on=match["trained_on"], certainty="likely", sources=[match["urls"]],
+                          notes=f"{name} has the name, architecture and head of Google's release(s) listed below; "
+                                "the manifest's licence and training data for them apply if it is one of them "
+                                "(matched by name and shape, not by hash).")
+    else:
+        provenance = dict(trained_on=[], certainty="unknown", sources=[f"the local file {name}"],
+                          notes=f"Converted from the local file {name}; what it was trained on is not recorded.")
+    entry = dict(
         architecture=arch, tag="local", act_layer=act_layer,
-        source=dict(url=None, file=Path(src).name, format=layout, sha256=None), hf_hub_id=None,
+        source=dict(url=None, file=name, format=layout, sha256=None), hf_hub_id=None,
         num_classes=num_classes, label_set=google["label_set"] if num_classes == google["num_classes"] else None,
         num_params=int(num_params), model_args=model_args_for(dims, num_classes, act_layer),
         input_size=[3, size, size], **preprocessing, preprocessing_source=where, license="unknown",
         paper={"name": "MLP-Mixer: An all-MLP Architecture for Vision", "arxiv": "2105.01601"},
-        description=f"Converted from the local file {Path(src).name}.", metrics={"reported": {}, "measured": {}})
+        description=f"Converted from the local file {name}.", metrics={"reported": {}, "measured": {}},
+        provenance=provenance)
+    if match:
+        entry.update(license=match["license"], label_set=match["label_set"],
+                     license_source=f"the manifest's licence for Google's release of {name}")
+    return entry
 
 
 def describe_file(entry: Mapping[str, Any], dims: Mapping[str, int], num_params: int, source: str) -> Dict[str, Any]:

@@ -2,6 +2,7 @@
 and converted folders; an mmpretrain-layout ``.pth`` is renamed on the way in."""
 from __future__ import annotations
 
+import argparse
 import zipfile
 from pathlib import Path
 from typing import Dict
@@ -34,13 +35,15 @@ def check_zip_crcs(path: PathLike) -> None:
 
 def load_torch_state_dict(path: PathLike) -> Dict[str, torch.Tensor]:
     """A ``.pth`` state dict, read with ``weights_only=True`` (never unpickles arbitrary objects) after its zip
-    CRC-32s are checked; mmengine checkpoints (``{"state_dict": ..., "meta": ...}``) are unwrapped."""
+    CRC-32s are checked; mmengine checkpoints (``{"state_dict": ..., "meta": ...}``) and timm ``train.py`` ones
+    (``{"state_dict": ..., "args": Namespace(...)}``: an attribute bag, the one class allowed) are unwrapped."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     check_zip_crcs(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for bad or unsafe pickles
         raise ConversionError(f"{path}: not a loadable weights-only PyTorch checkpoint: {first_line(e)}") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):

@@ -90,6 +90,12 @@ def check_manifest(path: Optional[PathLike] = None, build_models: bool = True) -
                 problem(key, f"num_params {e['num_params']} but the real model has {real}")
         problems_of_resolution(e, lambda message: problem(key, message))
         source, hub_id = e["source"], e["hf_hub_id"]
+        seen = (e.get("provenance") or {}).get("trained_on") or []
+        if seen and seen[-1] != e["label_set"]:
+            problem(key, f"provenance.trained_on ends with {seen[-1]} but the head's classes are {e['label_set']} "
+                         "(label_set): the last data trained on is the label set")
+        if seen and source is None:
+            problem(key, "provenance.trained_on lists data but no weights were released (source is null)")
         if source is None:
             if hub_id is not None:
                 problem(key, "hf_hub_id set but there is no source to convert")

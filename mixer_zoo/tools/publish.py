@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
 
-from ..model.architectures import ARCHITECTURES
+from ..model.architectures import ARCHITECTURES, CUSTOM_ARCHITECTURE
 from ..util.files import atomic_copy, atomic_write_text, locked, remove_temps
 from ..util.report import error_summary, first_line
 from ..weights.download import sha256_of
@@ -18,7 +18,8 @@ from .convert import convert_tag
 
 PathLike = Union[str, Path]
 
-CARD_REQUIRED_METADATA = ("library_name", "license", "tags", "datasets")
+CARD_REQUIRED_METADATA = ("library_name", "pipeline_tag", "license", "tags")
+"""What timm's own cards (``push_to_hf_hub``) always carry; ``datasets`` only when the training data is known."""
 
 
 class PublishError(ValueError):
@@ -37,9 +38,9 @@ def _read_config(path: Path) -> Dict[str, Any]:
     for key in ("architecture", "num_classes", "pretrained_cfg"):
         if key not in config:
             raise PublishError(f"{path}: missing key {key!r} (timm reads it to build the model)")
-    if config["architecture"] not in ARCHITECTURES:
+    if config["architecture"] not in (*ARCHITECTURES, CUSTOM_ARCHITECTURE):
         raise PublishError(f"{path}: architecture {config['architecture']!r} is not a mixer-zoo architecture "
-                           f"({', '.join(ARCHITECTURES)})")
+                           f"({', '.join(ARCHITECTURES)}, {CUSTOM_ARCHITECTURE})")
     act = (config.get("model_args") or {}).get("act_layer")
     if act not in ("gelu", "gelu_tanh"):
         raise PublishError(f"{path}: model_args.act_layer must be \"gelu\" or \"gelu_tanh\", got {act!r}")
