@@ -96,7 +96,9 @@ def render_model_card(entry: Mapping[str, Any], extra: Optional[Mapping[str, Any
         ("Weights tag", f"`{tag}`" if tag else "-"),
         ("GELU", f"`{entry.get('act_layer', 'gelu')}`" + (" (tanh approximation, as Flax's `nn.gelu`)"
                                                           if entry.get("act_layer") == "gelu_tanh" else " (exact, erf)")),
-        ("Classes", f"{entry.get('num_classes')}" + (f" ({entry['label_set']})" if entry.get("label_set") else "")),
+        ("LayerNorm epsilon", f"{entry.get('norm_eps', 1e-6):g}"),
+        ("Classes", f"{entry.get('num_classes')}" + (f" ({entry['label_set']})" if entry.get("label_set") else "")
+                    + (f": {', '.join(entry['label_names'])}" if entry.get("label_names") else "")),
         ("Input", f"{'x'.join(map(str, entry.get('input_size', [])))}, crop_pct {entry.get('crop_pct')}, "
                   f"{entry.get('interpolation')}, mean {entry.get('mean')}, std {entry.get('std')}"
                   + (f" (as {entry['preprocessing_source']})" if entry.get("preprocessing_source") else "")),
