@@ -39,8 +39,9 @@ RECORD_KEY = 0x0A
 """Field 1 (``value``), wire type 2 (length-delimited): the first byte of every parameter record."""
 SLICE_BYTES = 512 << 20
 """MindSpore cuts a parameter's content into records of at most this many bytes (``SLICE_SIZE`` KiB)."""
-TRAINING_STATE = ("moment1.", "moment2.", "accum.", "global_step", "learning_rate", "beta1_power", "beta2_power",
-                  "epoch_num", "step_num", "current_iterator_step", "last_overflow_iterator_step", "scale_sense")
+TRAINING_STATE = ("moment1.", "moment2.", "moments.", "adam_m.", "adam_v.", "accum.", "global_step", "learning_rate",
+                  "beta1_power", "beta2_power", "epoch_num", "step_num", "current_iterator_step",
+                  "last_overflow_iterator_step", "scale_sense")
 """Names (prefixes) of optimiser and training-loop state that MindSpore's ``ModelCheckpoint`` saves beside the
 network: skipped and counted, never taken for weights."""
 CRC_MARK = b"crc_num"
