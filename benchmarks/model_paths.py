@@ -2,11 +2,13 @@
 
     python benchmarks/model_paths.py                      # B/16 and S/32, batch 1/16/64, both GELUs, each path
     python benchmarks/model_paths.py --models mixer_s32_zoo --batches 16 --paths plain --repeats 3
+    python benchmarks/model_paths.py --isa-cap avx2           # an AVX-512 CPU running its AVX2 kernels
 
 Each configuration runs ours with the channel-mixing kernel forced (``fused``: oneDNN, ``plain``: GEMMs) and
 with the measured choice (``auto``), against timm in the same run; a training step and the pretrained load
 time (L/16, H/14 from one warm safetensors file) are timed too. The machine's CPU model and ISA name the
-folder, so results from an AVX2 and an AVX-512 machine sit side by side.
+folder, so results from an AVX2 and an AVX-512 machine sit side by side. ``--isa-cap avx2`` reruns the script with
+ATen, oneDNN and MKL capped at AVX2, so an AVX-512 machine measures the AVX2 code paths as well.
 """
 import argparse
 import re
@@ -14,7 +16,7 @@ from pathlib import Path
 
 from mixer_zoo.tools.bench import benchmark_architecture, load_time_vs_timm
 from mixer_zoo.tools.plots import plot_results
-from mixer_zoo.util.hardware import cpu_isa, cpu_model_name, matmul_peak_flops
+from mixer_zoo.util.hardware import ISA_CAPS, cpu_isa, cpu_model_name, matmul_peak_flops, reexec_with_isa_cap
 from mixer_zoo.util.report import format_table, write_csv, write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -31,16 +33,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--train-batch-size", type=int, default=16)
     parser.add_argument("--load-models", default="mixer_l16_zoo,mixer_h14_zoo", help="'' to skip load timing")
+    parser.add_argument("--isa-cap", choices=sorted(ISA_CAPS), help="cap ATen/oneDNN/MKL at this ISA (fresh process)")
     args = parser.parse_args()
+    reexec_with_isa_cap(args.isa_cap)
     import torch
 
     torch.set_num_threads(min(torch.get_num_threads(), 16))
     machine = re.sub(r"[^a-z0-9]+", "-", f"{cpu_model_name()} {cpu_isa()} {torch.get_num_threads()}t".lower()).strip("-")
     out = RESULTS / machine
     peak = matmul_peak_flops(torch.device("cpu"), torch.float32)
-    print(f"{cpu_model_name()} ({cpu_isa()}): fp32 matmul peak {peak / 1e9:.0f} GFLOP/s")
+    print(f"{cpu_model_name()} ({cpu_isa()}, torch CPU capability {torch.backends.cpu.get_cpu_capability()}): "
+          f"fp32 matmul peak {peak / 1e9:.0f} GFLOP/s")
     rows = []
-    for arch in args.models.split(","):
+    for arch in filter(None, args.models.split(",")):
         for act in args.gelus.split(","):
             for batch in (int(b) for b in args.batches.split(",")):
                 for path in args.paths.split(","):
@@ -53,16 +58,16 @@ def main() -> None:
                         row["matmul_peak_gflops"] = round(peak / 1e9, 1)
                     rows.extend(got)
                     print(format_table(got, [c for c in COLUMNS if any(c in r for r in got)]))
+    out.mkdir(parents=True, exist_ok=True)
+    if rows:
+        write_json(out / "model_paths.json", rows)
+        write_csv(out / "model_paths.csv", rows)
+        plot_results([r for r in rows if r["impl"] == "mixer_zoo"], str(out / "model_paths.png"),
+                     title=f"{cpu_model_name()} ({cpu_isa()})")
     loads = [load_time_vs_timm(a) for a in args.load_models.split(",") if a]
     if loads:
         print(format_table(loads, ["model", "timm_model", "file_mb", "load_s", "timm_load_s", "load_time_vs_timm"]))
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "model_paths.json", rows)
-    write_csv(out / "model_paths.csv", rows)
-    if loads:
         write_json(out / "load_time.json", loads)
-    plot_results([r for r in rows if r["impl"] == "mixer_zoo"], str(out / "model_paths.png"),
-                 title=f"{cpu_model_name()} ({cpu_isa()})")
     print(f"wrote {out}")
 
 

@@ -139,3 +139,32 @@ def test_update_manifest_rejects_an_unknown_entry_and_leaves_the_file(tmp_path):
     with pytest.raises(ManifestError, match="mixer_x9_zoo.nope"):
         update_measured_metrics({"mixer_x9_zoo.nope": {"benchmark": {}}}, path=manifest)
     assert manifest.read_bytes() == before
+
+
+ISA_PROBE = """
+import torch, torch.nn.functional as F
+from mixer_zoo.util.hardware import cpu_isa, isa_cap
+x = torch.randn(64, 256).to_mkldnn()
+torch.ops.mkldnn._linear_pointwise(x.to_dense(), torch.randn(128, 256), None, "none", [], "")
+print("RESULT", torch.backends.cpu.get_cpu_capability(), isa_cap(), cpu_isa(), sep="|")
+"""
+
+
+def test_isa_cap_reaches_aten_and_onednn_in_a_fresh_process():
+    """The AVX2 cap that benchmarks/model_paths.py --isa-cap uses must change the kernels, not just the label."""
+    import os
+    import subprocess
+    import sys
+
+    from mixer_zoo.util.hardware import ISA_CAPS, cpu_isa_flags
+
+    if "avx2" not in cpu_isa_flags().split():
+        pytest.skip("this CPU has no AVX2 to cap at")
+    env = dict(os.environ, ONEDNN_VERBOSE="1", **ISA_CAPS["avx2"])
+    out = subprocess.run([sys.executable, "-c", ISA_PROBE], env=env, capture_output=True, text=True, check=True).stdout
+    capability, cap, isa = next(line for line in out.splitlines() if line.startswith("RESULT")).split("|")[1:]
+    assert capability == "AVX2" and cap == "avx2" and isa.startswith("avx2")
+    if "avx512f" in cpu_isa_flags().split():
+        assert isa == "avx2 (capped, cpu avx512)"
+    onednn_isa = [line for line in out.splitlines() if "isa:" in line]
+    assert onednn_isa and all("AVX-512" not in line and "AVX512" not in line for line in onednn_isa), onednn_isa

@@ -176,3 +176,24 @@ def test_wrong_input_size_is_a_clear_error():
     model = timm.create_model("mixer_s32_zoo").eval()
     with pytest.raises(ValueError, match=r"does not match the model's img_size \(224, 224\)"):
         model(torch.randn(1, 3, 256, 256))
+
+
+@pytest.mark.parametrize("path", ["plain", "fused"])
+def test_inference_kernels_leave_block_inputs_and_captured_outputs_alone(path):
+    """The plain kernel writes its result into the block's own residual buffer: nothing a caller holds may change."""
+    from mixer_zoo.tools.bench import forced_cpu_path
+
+    model = randomize_(Mixer(num_classes=10, img_size=32, patch_size=8, num_blocks=3, embed_dim=64)).eval()
+    captured = []
+    hooks = [b.register_forward_hook(lambda m, i, o: captured.append((i[0], i[0].clone(), o, o.clone())))
+             for b in model.blocks]
+    images = torch.randn(2, 3, 32, 32)
+    with forced_cpu_path(path), torch.no_grad():
+        logits = model(images)
+    for h in hooks:
+        h.remove()
+    assert len(captured) == 3
+    for block_in, block_in_then, block_out, block_out_then in captured:
+        assert torch.equal(block_in, block_in_then) and torch.equal(block_out, block_out_then)
+    with torch.enable_grad():  # the autograd path allocates every tensor afresh: the reference
+        assert torch.allclose(model(images), logits, rtol=1e-5, atol=1e-5)

@@ -121,11 +121,11 @@ class MixerBlock(nn.Module):
         b, n, c = x.shape[0], x.shape[1], x.shape[2]
         tok, chn = self.mlp_tokens, self.mlp_channels
         h = torch.matmul(tok.fc1.weight, self.norm1(x)).add_(tok.fc1.bias.unsqueeze(1))
-        h = F.gelu(h, approximate=self.approximate)
+        torch.ops.aten.gelu_(h, approximate=self.approximate)
         x = torch.baddbmm(x, tok.fc2.weight.expand(b, n, tok.fc2.weight.shape[1]), h).add_(tok.fc2.bias.unsqueeze(1))
 
         y = self.norm2(x).view(b * n, c)
-        x = x.view(b * n, c)
+        x = x.view(b * n, c)  # baddbmm's fresh output: the channel kernels may write into it
         if not torch.jit.is_scripting():
             if channel_path(y, x, chn.fc1, chn.fc2, self.approximate) == "fused":
                 return channel_mlp_fused(y, x, chn.fc1.weight, chn.fc1.bias, chn.fc2.weight, chn.fc2.bias,

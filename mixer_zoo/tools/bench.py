@@ -306,16 +306,18 @@ def load_time_vs_timm(arch: str, repeats: int = 3, workdir: Optional[str] = None
     """Seconds for ``create_model(..., pretrained=True)`` from one safetensors file, ours vs timm's ``MlpMixer``.
 
     The file (random weights, timm layout) is read once before timing, so both load from a warm page cache;
-    runs alternate and the medians are compared. H/14 and S/8 use timm's class with the same dims."""
+    runs alternate and the medians are compared. timm's side is the builder its ``mixer_*_224`` entries call,
+    with this architecture's dims, so H/14 and S/8 (no timm entry) are timed the same way."""
     import tempfile
 
     import timm
     from safetensors.torch import save_file
+    from timm.models import build_model_with_cfg
+    from timm.models.mlp_mixer import MlpMixer, checkpoint_filter_fn
 
     a = ARCHITECTURES[arch]
-    twin = TIMM_EQUIVALENTS.get(arch, "mixer_l16_224")
-    twin_kwargs = {} if arch in TIMM_EQUIVALENTS else dict(
-        patch_size=a["patch_size"], num_blocks=a["num_blocks"], embed_dim=a["embed_dim"])
+    twin = TIMM_EQUIVALENTS.get(arch, "mixer_l16_224")  # whose pretrained cfg timm's builder starts from
+    dims = dict(patch_size=a["patch_size"], num_blocks=a["num_blocks"], embed_dim=a["embed_dim"])
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         path = Path(tmp) / "model.safetensors"
         model = timm.create_model(arch, device="meta")
@@ -323,8 +325,8 @@ def load_time_vs_timm(arch: str, repeats: int = 3, workdir: Optional[str] = None
         path.read_bytes()  # warm the page cache
         overlay = dict(file=str(path))
         builds = {"mixer_zoo": lambda: timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=overlay),
-                  "timm": lambda: timm.create_model(twin, pretrained=True, pretrained_cfg_overlay=overlay,
-                                                    **twin_kwargs)}
+                  "timm": lambda: build_model_with_cfg(MlpMixer, twin, pretrained=True, pretrained_cfg_overlay=overlay,
+                                                       pretrained_filter_fn=checkpoint_filter_fn, **dims)}
         times: Dict[str, List[float]] = {k: [] for k in builds}
         for _ in range(repeats):
             for impl, build in builds.items():

@@ -9,6 +9,7 @@ import ctypes
 import gc
 import os
 import platform
+import sys
 import time
 from typing import Optional
 
@@ -53,13 +54,42 @@ def cpu_isa_flags() -> str:
     return " ".join(flag for flag in ISA_FLAGS if flag in flags) or "unknown"
 
 
-def cpu_isa() -> str:
-    """The widest vector ISA the CPU reports: ``amx``, ``avx512``, ``avx2`` or ``other`` (from /proc/cpuinfo)."""
-    flags = _cpu_flags()
-    for isa, flag in (("amx", "amx_tile"), ("avx512", "avx512f"), ("avx2", "avx2")):
-        if flag in flags:
+ISA_CAPS = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}}
+"""Environment that makes ATen, oneDNN and MKL run their AVX2 code on a wider CPU, so one machine measures both paths.
+
+Each library reads its variable once, when torch loads: a cap only takes effect in a fresh process
+(:func:`reexec_with_isa_cap`)."""
+
+
+def isa_cap() -> Optional[str]:
+    """The ISA this process's math libraries were capped at by :data:`ISA_CAPS`, or None."""
+    for isa, env in ISA_CAPS.items():
+        if all(os.environ.get(name, "").lower() == value.lower() for name, value in env.items()):
             return isa
-    return "other"
+    return None
+
+
+def cpu_isa() -> str:
+    """The widest vector ISA the kernels use: ``amx``, ``avx512``, ``avx2`` or ``other`` (/proc/cpuinfo, then the cap).
+
+    Under an :data:`ISA_CAPS` cap that is narrower than the CPU, e.g. ``avx2 (capped, cpu avx512)``.
+    """
+    flags = _cpu_flags()
+    native = next((isa for isa, flag in (("amx", "amx_tile"), ("avx512", "avx512f"), ("avx2", "avx2"))
+                   if flag in flags), "other")
+    cap = isa_cap()
+    return f"{cap} (capped, cpu {native})" if cap and cap != native and native != "other" else native
+
+
+def reexec_with_isa_cap(isa: Optional[str]) -> None:
+    """Run this command line again in place with the libraries capped at ``isa`` (no-op if None or already so)."""
+    if isa is None or isa_cap() == isa:
+        return
+    if isa not in ISA_CAPS:
+        raise ValueError(f"unknown ISA cap {isa!r}; known: {', '.join(ISA_CAPS)}")
+    env = dict(os.environ, **ISA_CAPS[isa])
+    argv = getattr(sys, "orig_argv", None) or [sys.executable] + sys.argv  # orig_argv keeps ``-m module``
+    os.execve(sys.executable, [sys.executable] + argv[1:], env)
 
 
 def hardware_name(device: torch.device) -> str:
