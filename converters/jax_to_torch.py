@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Official JAX Mixer checkpoint (local .npz or manifest tag) -> timm folder (model.safetensors, config.json,
-README.md).
+"""Official JAX Mixer checkpoint (local .npz or manifest tag), MindSpore .ckpt or .pth -> timm folder
+(model.safetensors, config.json, README.md).
 
     python converters/jax_to_torch.py SRC --out DIR [--arch ARCH] [--verify] [--force]
 

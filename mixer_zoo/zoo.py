@@ -50,7 +50,8 @@ default_cfgs.update(generate_default_cfgs({CUSTOM_ARCHITECTURE: dict(
 
 
 def _create_mixer(variant: str, pretrained: bool = False, **kwargs: Any) -> Mixer:
-    """Build through timm's builder; the weights tag decides the GELU flavour unless ``act_layer`` is given.
+    """Build through timm's builder; the weights tag decides the GELU flavour (and LayerNorm epsilon) unless
+    ``act_layer`` (``norm_eps``) is given.
 
     With ``pretrained`` timm downloads (or finds in its cache) the tag's Hub file; ``hub.build_pretrained``
     then checks it against the manifest's sha256 and turns Hub failures into errors naming tag and repo.
@@ -58,6 +59,8 @@ def _create_mixer(variant: str, pretrained: bool = False, **kwargs: Any) -> Mixe
     cfg = resolve_pretrained_cfg(variant, kwargs.pop("pretrained_cfg", None), kwargs.pop("pretrained_cfg_overlay", None))
     entry = weights_entries().get(f"{variant}.{cfg.tag}")
     kwargs.setdefault("act_layer", entry["act_layer"] if entry else "gelu")
+    if entry and "norm_eps" in entry:  # MindSpore's weights were trained with its LayerNorm epsilon (1e-7)
+        kwargs.setdefault("norm_eps", entry["norm_eps"])
     out_indices = kwargs.pop("out_indices", 3)
     model_kwargs = {**ARCHITECTURES.get(variant, {}), **kwargs}
     if pretrained:  # at K times the pretrained size the token MLPs widen by K² (model/resolution.py)

@@ -210,3 +210,71 @@ def test_unreadable_image_names_its_file_in_one_line(tmp_path, checkpoint, capsy
 def test_tag_without_released_weights_needs_a_checkpoint(class_folders):
     with pytest.raises(ValueError, match="mixer_h14_zoo.untrained has no released weights"):
         evaluate("mixer_h14_zoo", str(class_folders), device="cpu", progress=False)
+
+
+# ---- CIFAR-10 ------------------------------------------------------------------------------------------------
+
+CIFAR_TAG = "mixer_s32_zoo.gsam_in1k_ft_cifar10"
+COLOURS = np.random.default_rng(5).integers(0, 256, size=(12, 3), dtype=np.uint8)
+CIFAR_EXPECTED = dict(top1=round(100 * 4 / 12, 3), top5=round(100 * 8 / 12, 3), images=12, top1_correct=4,
+                      top5_correct=8)
+
+
+def cifar_by_construction(model: torch.nn.Module, root: Path) -> Path:
+    """A cifar-10-batches-py folder of uniform-colour images (any resize leaves them as they are) whose labels are,
+    in turn, the model's 1st, 3rd and 10th choice on them under the release's normalisation: exactly 4/12 top-1 and
+    8/12 top-5 hits, known from the model before any evaluation code runs."""
+    from mixer_zoo.mmpretrain.cifar import write_cifar10
+
+    mean, std = np.array([126.1, 123.7, 114.6]), np.array([62.9, 61.9, 66.7])
+    size = model.stem.img_size[0]
+    x = torch.from_numpy(((COLOURS - mean) / std).astype(np.float32))[:, :, None, None].expand(-1, -1, size, size)
+    with torch.inference_mode():
+        ranking = model.eval()(x.contiguous()).argsort(dim=1, descending=True)
+    labels = [int(ranking[i, (0, 2, 9)[i % 3]]) for i in range(len(COLOURS))]
+    images = np.ascontiguousarray(np.broadcast_to(COLOURS[:, None, None, :], (len(COLOURS), 32, 32, 3)))
+    write_cifar10(root, (images, labels), (images, labels), train_batches=1)
+    return root
+
+
+def test_cifar10_eval_of_a_folder_converted_from_a_mindspore_checkpoint(tmp_path):
+    from conftest import randomize_
+    from mixer_zoo.formats.mindspore_ckpt import write_ckpt
+    from mixer_zoo.model.mixer import Mixer
+    from mixer_zoo.tools.convert import convert_ckpt
+    from mixer_zoo.tools.evaluate import evaluate_cifar10
+
+    model = randomize_(Mixer(num_classes=10, img_size=224, patch_size=16, embed_dim=16, tokens_mlp_dim=8,
+                             channels_mlp_dim=32, num_blocks=2, act_layer="gelu_tanh", norm_eps=1e-7), 3)
+    with open(tmp_path / "tiny.ckpt", "wb") as f:
+        write_ckpt(model.state_dict(), f)
+    folder = convert_ckpt(tmp_path / "tiny.ckpt", tmp_path / "folder", progress=False)
+    data = cifar_by_construction(model, tmp_path / "data")
+    row = evaluate_cifar10(str(folder), str(data), batch_size=5, workers=0, device="cpu", progress=False)
+    assert {k: row[k] for k in CIFAR_EXPECTED} == CIFAR_EXPECTED
+    assert row["model"] == "mixer_custom_zoo.local" and row["param_count"] == sum(p.numel() for p in model.parameters())
+
+
+def test_cli_cifar10_eval_of_a_tag_records_cifar10_test_in_the_manifest(tmp_path, capsys, monkeypatch):
+    from conftest import randomize_
+
+    manifest = tmp_path / "weights_manifest.json"
+    shutil.copy(MANIFEST_PATH, manifest)
+    monkeypatch.setenv(MANIFEST_ENV, str(manifest))
+    model = randomize_(timm.create_model(CIFAR_TAG), 4)
+    assert model.blocks[0].norm1.eps == 1e-7 and model.act_layer == "gelu_tanh"  # the tag's MindSpore settings
+    save_file(model.state_dict(), str(tmp_path / "s32.safetensors"))
+    data = cifar_by_construction(model, tmp_path / "data")
+    rc = main(["eval", CIFAR_TAG, "--cifar10", str(data / "cifar-10-batches-py"), "--checkpoint",
+               str(tmp_path / "s32.safetensors"), "--batch-size", "6", "--workers", "0", "--device", "cpu",
+               "--update-manifest"])
+    assert rc == 0
+    measured = validate_manifest(manifest)["weights"][CIFAR_TAG]["metrics"]["measured"]["cifar10_test"]
+    assert (measured["top1"], measured["top5"], measured["images"]) == (33.333, 66.667, 12)
+    assert "33.33" in capsys.readouterr().out
+
+
+def test_cifar10_eval_refuses_an_imagenet_head(tmp_path, capsys):
+    assert main(["eval", TAG, "--cifar10", str(tmp_path), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "its head follows imagenet-1k, not CIFAR-10" in err and err.count("\n") == 1

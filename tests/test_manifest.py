@@ -34,7 +34,7 @@ def test_the_packaged_manifest_validates_and_agrees_with_the_code():
 def test_every_released_tag_is_listed_by_timm_with_pretrained_weights():
     released = {k for k, e in weights_entries().items() if e["hf_hub_id"]}
     assert set(timm.list_models("*_zoo", pretrained=True)) == released
-    assert len(released) == 15
+    assert len(released) == 20
 
 
 @pytest.mark.parametrize("key", list(PACKAGED["weights"]))
@@ -70,7 +70,29 @@ def test_no_invented_hashes_or_metrics():
         assert entry["converted"] == {"sha256": None, "size_bytes": None}, key  # nothing converted from a real file yet
         reported = entry["metrics"]["reported"]
         if reported:
-            assert "results-imagenet.csv" in reported["source"], key
+            where = "mlpMixer/readme.md" if entry["label_set"] == "cifar-10" else "results-imagenet.csv"
+            assert where in reported["source"], key
+
+
+MINDSPORE_REPORTED = {"mixer_b16_zoo": (96.06, 99.85), "mixer_b32_zoo": (93.64, 99.33), "mixer_s16_zoo": (96.06, 99.85),
+                      "mixer_s32_zoo": (91.75, 99.08), "mixer_s8_zoo": (92.91, 99.08)}
+
+
+def test_mindspores_cifar10_release_has_five_entries_with_its_preprocessing_and_reported_accuracy():
+    entries = {e["architecture"]: e for e in weights_entries().values() if e["tag"] == "gsam_in1k_ft_cifar10"}
+    assert set(entries) == set(MINDSPORE_REPORTED)
+    for arch, e in entries.items():
+        name = arch.split("_")[1]
+        assert e["source"]["url"] == f"https://download.mindspore.cn/vision/mlpmixer/gsam_Mixer-{name[0].upper()}_{name[1:]}.ckpt"
+        assert (e["source"]["format"], e["source"]["sha256"]) == ("mindspore_ckpt", "unverified")
+        assert (e["num_classes"], e["label_set"], len(e["label_names"])) == (10, "cifar-10", 10)
+        assert e["label_names"][0] == "airplane" and e["label_names"][-1] == "truck"
+        assert (e["act_layer"], e["norm_eps"], e["input_size"], e["crop_pct"]) == ("gelu_tanh", 1e-7, [3, 224, 224], 1.0)
+        assert [round(255 * m, 4) for m in e["mean"]] == [126.1, 123.7, 114.6]
+        assert [round(255 * s, 4) for s in e["std"]] == [62.9, 61.9, 66.7]
+        reported = e["metrics"]["reported"]
+        assert (reported["cifar10_top1"], reported["cifar10_top5"]) == MINDSPORE_REPORTED[arch]
+        assert ("copy error" in reported["source"]) == (arch in ("mixer_s16_zoo", "mixer_b16_zoo"))
 
 
 def test_entry_for_hub_id_ignores_a_revision():
@@ -124,6 +146,10 @@ def test_the_schema_rejects_bad_values_naming_file_and_key(tmp_path, change, poi
     (_set(["weights", "mixer_b16_zoo.goog_in1k", "source", "url"],
           "https://storage.googleapis.com/mixer_models/imagenet1k/Mixer-L_16.npz"), "Mixer-B_16.npz"),
     (_set(["weights", B16, "paper", "arxiv"], "2101.00001"), "has no BibTeX"),
+    (_set(["weights", "mixer_s16_zoo.gsam_in1k_ft_cifar10", "norm_eps"], 1e-6), "norm_eps must be 1e-7"),
+    (_set(["weights", "mixer_s16_zoo.gsam_in1k_ft_cifar10", "source", "url"],
+          "https://download.mindspore.cn/vision/mlpmixer/gsam_Mixer-B_16.ckpt"), "file is gsam_Mixer-S_16.ckpt"),
+    (_set(["weights", "mixer_s16_zoo.gsam_in1k_ft_cifar10", "label_names"], ["a"] * 10), "label_names must be"),
     (_set(["weights", B16, "converted"], {"sha256": "0" * 64, "size_bytes": None}), "set together"),
     (lambda d: d["weights"].pop("mixer_h14_zoo.untrained"), "mixer_h14_zoo: architecture has no manifest entry"),
     (_set(["weights", B16, "provenance", "trained_on"], ["imagenet-1k", "imagenet-21k"]),

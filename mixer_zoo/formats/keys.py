@@ -1,5 +1,5 @@
-"""The one key-mapping table between Google's official Mixer layout, timm's and mmpretrain's, and the shape
-checks every format shares (dims read from shapes, expected shapes, finite values)."""
+"""The one key-mapping table between Google's official Mixer layout and timm's, mmpretrain's and MindSpore's, and
+the shape checks every format shares (dims read from shapes, expected shapes, finite values)."""
 from __future__ import annotations
 
 import re
@@ -219,16 +219,44 @@ def _rename_rule(src: str, dst: str) -> Tuple[str, str]:
 MMPRETRAIN_TO_TIMM = [_rename_rule(mm, timm) for timm, mm in TIMM_MMPRETRAIN_KEYS]
 TIMM_TO_MMPRETRAIN = [_rename_rule(timm, mm) for timm, mm in TIMM_MMPRETRAIN_KEYS]
 
+# (timm key, MindSpore parameter name) templates of MindSpore's Mixer release (mindspore-courses/applications
+# mlpMixer/src/model: mindvision's BaseClassifier(backbone, head=DenseHead), PatchEmbedding.conv, FeedForward
+# dense1/dense2). nn.Dense weights are (out, in) and nn.Conv2d weights OIHW, as in torch: nothing is transposed;
+# nn.LayerNorm names its weight and bias gamma and beta.
+_MS_BLOCK = "backbone.mixer_blocks.layers.{i}."
+TIMM_MINDSPORE_KEYS = [
+    ("stem.proj.{p}", "backbone.patch_embedding.conv.{p}"),
+    ("blocks.{i}.norm1.weight", _MS_BLOCK + "token_mixer.norm.gamma"),
+    ("blocks.{i}.norm1.bias", _MS_BLOCK + "token_mixer.norm.beta"),
+    ("blocks.{i}.mlp_tokens.fc1.{p}", _MS_BLOCK + "token_mixer.token_mixing_mlp.dense1.{p}"),
+    ("blocks.{i}.mlp_tokens.fc2.{p}", _MS_BLOCK + "token_mixer.token_mixing_mlp.dense2.{p}"),
+    ("blocks.{i}.norm2.weight", _MS_BLOCK + "channel_mixer.norm.gamma"),
+    ("blocks.{i}.norm2.bias", _MS_BLOCK + "channel_mixer.norm.beta"),
+    ("blocks.{i}.mlp_channels.fc1.{p}", _MS_BLOCK + "channel_mixer.channel_mixing_mlp.dense1.{p}"),
+    ("blocks.{i}.mlp_channels.fc2.{p}", _MS_BLOCK + "channel_mixer.channel_mixing_mlp.dense2.{p}"),
+    ("norm.weight", "backbone.norm.gamma"),
+    ("norm.bias", "backbone.norm.beta"),
+    ("head.{p}", "head.dense.{p}"),
+]
+MINDSPORE_TO_TIMM = [_rename_rule(ms, timm) for timm, ms in TIMM_MINDSPORE_KEYS]
+TIMM_TO_MINDSPORE = [_rename_rule(timm, ms) for timm, ms in TIMM_MINDSPORE_KEYS]
+
+
+def renamed(key: str, rules: List[Tuple[str, str]]) -> Optional[str]:
+    """``key`` under the first rule that matches it; None when none does."""
+    for pattern, replacement in rules:
+        if re.fullmatch(pattern, key):
+            return re.sub(pattern, replacement, key)
+    return None
+
 
 def rename_keys(state_dict: Mapping[str, Any], rules: List[Tuple[str, str]], source: str, layout: str) -> Dict[str, Any]:
     out = {}
     for key, value in state_dict.items():
-        for pattern, replacement in rules:
-            if re.fullmatch(pattern, key):
-                out[re.sub(pattern, replacement, key)] = value
-                break
-        else:
+        new = renamed(key, rules)
+        if new is None:
             raise ConversionError(f"{source}: unexpected key {key!r}, not part of the {layout} layout")
+        out[new] = value
     return out
 
 

@@ -175,7 +175,7 @@ def read_npz_member(path: PathLike, member: NpzMember, raw: Optional[Any] = None
     return array.T if member.fortran_order else array
 
 
-def _safetensors_header(entries: List[Tuple[str, Shape]], metadata: Mapping[str, str]
+def safetensors_header(entries: List[Tuple[str, Shape]], metadata: Mapping[str, str]
                         ) -> Tuple[bytes, Dict[str, Any], int]:
     """The 8-byte length + JSON header of a float32 safetensors file whose tensors follow in ``entries`` order,
     the header as a dict, and the size of the data."""
@@ -226,7 +226,7 @@ def stream_npz_to_safetensors(src: PathLike, members: List[NpzMember], num_block
     if stored:
         rows.sort(key=lambda r: r[0].data_offset)  # read the source front to back
     metadata = dict(metadata, source_sha256=source_sha256 or _SHA_PENDING, **{CONTENT_KEY: PENDING})
-    header, header_dict, total = _safetensors_header(
+    header, header_dict, total = safetensors_header(
         [(t, permute_shape(m.shape, TO_TIMM_AXES.get(kind))) for m, t, kind in rows], metadata)
     largest = max(m.nbytes for m, _, _ in rows)
     in_buffers = [np.empty(largest, np.uint8), np.empty(largest, np.uint8)]

@@ -118,6 +118,10 @@ PREPROCESSING = {
     "jax_npz": (dict(crop_pct=1.0, interpolation="bilinear", mean=[0.5] * 3, std=[0.5] * 3),
                 "vision_transformer vit_jax/input_pipeline.py (evaluation resizes to the input size, no crop, "
                 "bilinear; pixels (x - 127.5) / 127.5)"),
+    "mindspore_ckpt": (dict(crop_pct=1.0, interpolation="bilinear", mean=[126.1 / 255, 123.7 / 255, 114.6 / 255],
+                            std=[62.9 / 255, 61.9 / 255, 66.7 / 255]),
+                       "mindspore-courses/applications mlpMixer/src/eval.py (Resize to the input size, bilinear, no "
+                       "crop; Normalize mean (126.1, 123.7, 114.6) std (62.9, 61.9, 66.7) on 0-255 pixels)"),
     "mmpretrain_native": (dict(crop_pct=1.0, interpolation="bilinear", mean=[0.5] * 3, std=[0.5] * 3),
                           "mmpretrain CIFAR test pipelines (the image at its own size, no crop); pixels "
                           "(x - 127.5) / 127.5 as mixer-zoo's mmpretrain configs"),
@@ -128,8 +132,8 @@ source's own evaluation pipeline does. Sources not listed get Google's 224 px Im
 
 def source_preprocessing(layout: Optional[str], img_size: int) -> Tuple[Dict[str, Any], str]:
     """``(crop_pct/interpolation/mean/std, where that comes from)`` for a file of ``layout`` at ``img_size``."""
-    if layout == "jax_npz":
-        return PREPROCESSING["jax_npz"]
+    if layout in ("jax_npz", "mindspore_ckpt"):
+        return PREPROCESSING[layout]
     if layout == "mmpretrain" and img_size != 224:  # mmpretrain's Mixer configs are 224 px ImageNet ones
         return PREPROCESSING["mmpretrain_native"]
     google = next(e for e in weights_entries().values() if e.get("source"))
@@ -137,13 +141,16 @@ def source_preprocessing(layout: Optional[str], img_size: int) -> Tuple[Dict[str
             "timm's cfg of Google's ImageNet Mixers (resize to 256/224, centre crop)")
 
 
-def model_args_for(dims: Mapping[str, int], num_classes: int, act_layer: str) -> Dict[str, Any]:
-    """The whole shape, so that any Mixer (not only the paper's sizes) is rebuilt from ``config.json`` alone."""
-    return dict({k: int(dims[k]) for k in SHAPE_ARGS}, num_classes=num_classes, act_layer=act_layer)
+def model_args_for(dims: Mapping[str, int], num_classes: int, act_layer: str,
+                   norm_eps: Optional[float] = None) -> Dict[str, Any]:
+    """The whole shape, so that any Mixer (not only the paper's sizes) is rebuilt from ``config.json`` alone; a
+    LayerNorm epsilon other than the model's default (MindSpore's 1e-7) is recorded with it."""
+    args = dict({k: int(dims[k]) for k in SHAPE_ARGS}, num_classes=num_classes, act_layer=act_layer)
+    return args if norm_eps is None else dict(args, norm_eps=float(norm_eps))
 
 
 def timm_config(arch: str, num_classes: int, act_layer: str, pretrained_cfg: Mapping[str, Any],
-                dims: Mapping[str, int]) -> Dict[str, Any]:
+                dims: Mapping[str, int], norm_eps: Optional[float] = None) -> Dict[str, Any]:
     """``config.json`` as timm's own ``save_for_hf`` / ``push_to_hf_hub`` write it: timm's
     ``save_config_for_hf`` run on the model the folder holds (built on the meta device), so ``model_args`` records
     the whole shape and the GELU and ``pretrained_cfg`` the input size, preprocessing, licence and paper, without
@@ -155,7 +162,7 @@ def timm_config(arch: str, num_classes: int, act_layer: str, pretrained_cfg: Map
     import timm
     from timm.models._hub import save_config_for_hf
 
-    model_args = model_args_for(dims, num_classes, act_layer)
+    model_args = model_args_for(dims, num_classes, act_layer, norm_eps)
     size = model_args["img_size"]
     cfg = {k: v for k, v in pretrained_cfg.items() if k not in ("hf_hub_id", "url", "file", "source", "state_dict")}
     cfg.update(architecture=arch, num_classes=num_classes, input_size=(3, size, size))
@@ -190,11 +197,12 @@ def google_release_match(arch: str, num_classes: int, file_name: str) -> Dict[st
 
 
 def local_entry(arch: str, num_classes: int, act_layer: str, src: PathLike, dims: Mapping[str, int],
-                num_params: int, layout: Optional[str] = None) -> Dict[str, Any]:
+                num_params: int, layout: Optional[str] = None, norm_eps: Optional[float] = None) -> Dict[str, Any]:
     """A manifest-like entry for a file the manifest does not know, describing that file: its shape, input size
     and parameter count (from its tensors), and its source's evaluation preprocessing. A Google npz takes the
     licence (and training data, where they agree) that the manifest records for Google's releases of that file
-    name; anything else claims no licence and no training data."""
+    name; anything else claims no licence and no training data. A 10-class MindSpore file is taken for CIFAR-10,
+    the only task of MindSpore's Mixer release."""
     google = next((e for e in weights_entries().values() if e.get("source") and e["architecture"] == arch), None)
     google = google or next(e for e in weights_entries().values() if e.get("source"))
     size = int(dims["img_size"])
@@ -209,11 +217,15 @@ def local_entry(arch: str, num_classes: int, act_layer: str, src: PathLike, dims
     else:
         provenance = dict(trained_on=[], certainty="unknown", sources=[f"the local file {name}"],
                           notes=f"Converted from the local file {name}; what it was trained on is not recorded.")
+    label_set = google["label_set"] if num_classes == google["num_classes"] else None
+    if layout == "mindspore_ckpt" and num_classes == 10:
+        label_set = "cifar-10"
+    extra = {} if norm_eps is None else dict(norm_eps=float(norm_eps))
     entry = dict(
-        architecture=arch, tag="local", act_layer=act_layer,
+        architecture=arch, tag="local", act_layer=act_layer, **extra,
         source=dict(url=None, file=name, format=layout, sha256=None), hf_hub_id=None,
-        num_classes=num_classes, label_set=google["label_set"] if num_classes == google["num_classes"] else None,
-        num_params=int(num_params), model_args=model_args_for(dims, num_classes, act_layer),
+        num_classes=num_classes, label_set=label_set,
+        num_params=int(num_params), model_args=model_args_for(dims, num_classes, act_layer, norm_eps),
         input_size=[3, size, size], **preprocessing, preprocessing_source=where, license="unknown",
         paper={"name": "MLP-Mixer: An all-MLP Architecture for Vision", "arxiv": "2105.01601"},
         description=f"Converted from the local file {name}.", metrics={"reported": {}, "measured": {}},
@@ -234,14 +246,14 @@ def describe_file(entry: Mapping[str, Any], dims: Mapping[str, int], num_params:
     if entry.get("num_params") is not None and entry["num_params"] != num_params:
         raise ConversionError(f"{source}: the file has {num_params:,} parameters but the manifest entry "
                               f"{entry['architecture']}.{entry['tag']} says {entry['num_params']:,}")
-    return dict(entry, model_args=model_args_for(dims, entry["num_classes"], entry["act_layer"]))
+    return dict(entry, model_args=model_args_for(dims, entry["num_classes"], entry["act_layer"], entry.get("norm_eps")))
 
 
 def write_config_and_card(stage: Path, arch: str, num_classes: int, act_layer: str,
                           pretrained_cfg: Mapping[str, Any], entry: Mapping[str, Any], metadata: Mapping[str, str],
                           dims: Mapping[str, int], weights_content: Optional[str] = None) -> None:
     """``config.json`` (sealed to the weights already in ``stage``) and ``README.md``."""
-    config = timm_config(arch, num_classes, act_layer, pretrained_cfg, dims)
+    config = timm_config(arch, num_classes, act_layer, pretrained_cfg, dims, entry.get("norm_eps"))
     config = seal_config(config, weights_content or content_sha256(stage / "model.safetensors")[0])
     (stage / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     (stage / "README.md").write_text(render_model_card(entry, extra=dict(metadata)), encoding="utf-8")

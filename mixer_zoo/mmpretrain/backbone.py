@@ -97,7 +97,8 @@ class MixerZoo(BaseBackbone):
         if act_layer is None:
             act_layer = entry["act_layer"] if entry else "gelu"
         mixer = Mixer(num_classes=0, img_size=img_size, in_chans=in_channels, act_layer=act_layer,
-                      drop_rate=0.0, proj_drop_rate=drop_rate, drop_path_rate=drop_path_rate, **hparams)
+                      drop_rate=0.0, proj_drop_rate=drop_rate, drop_path_rate=drop_path_rate,
+                      norm_eps=(entry or {}).get("norm_eps", 1e-6), **hparams)
         self.arch = arch
         self.weights = weights
         self.act_layer = mixer.act_layer

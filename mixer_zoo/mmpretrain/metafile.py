@@ -28,12 +28,15 @@ from .weights import SCHEME
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 EVAL_CONFIG_DIR = CONFIG_DIR / "eval"
 COLLECTION = "MixerZoo"
-DATASET_NAMES = {"imagenet-1k": "ImageNet-1k", "imagenet-21k": "ImageNet-21k"}
+DATASET_NAMES = {"imagenet-1k": "ImageNet-1k", "imagenet-21k": "ImageNet-21k", "cifar-10": "CIFAR-10"}
 EVAL_DATASETS = {
     # label set -> (mmpretrain dataset type, data_root, split)
     "imagenet-1k": ("ImageNet", "data/imagenet", "val"),
     "imagenet-21k": ("ImageNet21k", "data/imagenet21k", "val"),
+    "cifar-10": ("ZooCIFAR10", "data/cifar10", "test"),
 }
+MEASURED_GROUPS = {"cifar-10": ("cifar10_test", "cifar10_top")}
+"""Label set -> (measured group, reported key prefix) of its accuracy; ImageNet's otherwise."""
 
 
 def mm_model_name(key: str) -> str:
@@ -48,20 +51,23 @@ def model_names() -> Dict[str, str]:
 
 
 def _results(entry: Dict[str, Any]) -> Optional[List[Dict[str, Any]]]:
-    """ImageNet top-1/top-5 from the manifest: our measured figures first, else the published ones."""
+    """Top-1/top-5 on the entry's evaluation set (ImageNet, or CIFAR-10's test split) from the manifest: our
+    measured figures first, else the published ones."""
+    group, prefix = MEASURED_GROUPS.get(entry.get("label_set"), ("imagenet_val", "imagenet_top"))
     metrics = entry.get("metrics") or {}
-    measured = (metrics.get("measured") or {}).get("imagenet_val") or {}
+    measured = (metrics.get("measured") or {}).get(group) or {}
     reported = metrics.get("reported") or {}
     if measured.get("top1") is not None:
         top1, top5 = measured["top1"], measured.get("top5")
-    elif reported.get("imagenet_top1") is not None:
-        top1, top5 = reported["imagenet_top1"], reported.get("imagenet_top5")
+    elif reported.get(f"{prefix}1") is not None:
+        top1, top5 = reported[f"{prefix}1"], reported.get(f"{prefix}5")
     else:
         return None
     scores = {"Top 1 Accuracy": float(top1)}
     if top5 is not None:
         scores["Top 5 Accuracy"] = float(top5)
-    return [dict(Task="Image Classification", Dataset="ImageNet-1k", Metrics=scores)]
+    dataset = "CIFAR-10" if entry.get("label_set") == "cifar-10" else "ImageNet-1k"
+    return [dict(Task="Image Classification", Dataset=dataset, Metrics=scores)]
 
 
 def model_entry(key: str, entry: Dict[str, Any]) -> Dict[str, Any]:
@@ -87,8 +93,9 @@ def model_entry(key: str, entry: Dict[str, Any]) -> Dict[str, Any]:
         model["Results"] = results
     source = entry.get("source") or {}
     if source.get("url"):
-        model["Converted From"] = {"Weights": source["url"],
-                                   "Code": "https://github.com/google-research/vision_transformer"}
+        code = ("https://github.com/mindspore-courses/applications/tree/master/mlpMixer"
+                if source.get("format") == "mindspore_ckpt" else "https://github.com/google-research/vision_transformer")
+        model["Converted From"] = {"Weights": source["url"], "Code": code}
     return model
 
 
@@ -156,6 +163,8 @@ def eval_config_text(key: str, entry: Dict[str, Any]) -> str:
     mean = [round(255 * m, 4) for m in entry["mean"]]
     std = [round(255 * s, 4) for s in entry["std"]]
     dataset, data_root, split = EVAL_DATASETS.get(entry["label_set"], EVAL_DATASETS["imagenet-1k"])
+    if entry["label_set"] == "cifar-10":
+        return _cifar10_eval_config(key, entry, size, mean, std)
     return f'''# ImageNet evaluation of {key}.
 # Generated from weights_manifest.json by `python -m mixer_zoo.mmpretrain --write`: do not edit.
 _base_ = ['../_base_/models/mixer_zoo.py', '../_base_/datasets/imagenet_eval.py', '../_base_/default_runtime.py']
@@ -174,6 +183,32 @@ test_pipeline = [
 ]
 val_dataloader = dict(dataset=dict(type='{dataset}', data_root='{data_root}', split='{split}', pipeline=test_pipeline))
 test_dataloader = val_dataloader
+
+load_from = {repr(SCHEME + key) if entry.get("hf_hub_id") else None}
+'''
+
+
+def _cifar10_eval_config(key: str, entry: Dict[str, Any], size: int, mean: List[float], std: List[float]) -> str:
+    """CIFAR-10 evaluation of a CIFAR tag: the 32 px images resized to the input size (no crop), as its release."""
+    arch = entry["architecture"]
+    return f'''# CIFAR-10 evaluation of {key} (test split; data_root holds cifar-10-batches-py/).
+# Generated from weights_manifest.json by `python -m mixer_zoo.mmpretrain --write`: do not edit.
+_base_ = ['../_base_/models/mixer_zoo.py', '../_base_/datasets/cifar10_224.py', '../_base_/default_runtime.py']
+
+model = dict(
+    backbone=dict(arch='{key}', img_size={size}),  # the tag sets the GELU flavour ({entry["act_layer"]}) and LN eps
+    head=dict(num_classes={entry["num_classes"]}, in_channels={ARCHITECTURES[arch]["embed_dim"]}),
+    data_preprocessor=dict(num_classes={entry["num_classes"]}, mean={mean}, std={std}, to_rgb=False),
+)
+
+test_pipeline = [
+    dict(type='Resize', scale=({size}, {size}), interpolation='{entry["interpolation"]}'),
+    dict(type='PackInputs'),
+]
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(type='Accuracy', topk=(1, 5))
+test_evaluator = val_evaluator
 
 load_from = {repr(SCHEME + key) if entry.get("hf_hub_id") else None}
 '''

@@ -51,6 +51,8 @@ def dataset_meta(entry: Dict[str, Any]) -> Dict[str, Any]:
         from mmpretrain.datasets.categories import IMAGENET_CATEGORIES
 
         return {"classes": list(IMAGENET_CATEGORIES)}
+    if entry.get("label_names") and len(entry["label_names"]) == entry.get("num_classes"):
+        return {"classes": list(entry["label_names"])}  # CIFAR-10's, from the manifest
     return {}
 
 

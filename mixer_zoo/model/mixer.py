@@ -85,14 +85,15 @@ class MixerBlock(nn.Module):
         approximate: str = "none",
         drop: float = 0.0,
         drop_path: float = 0.0,
+        norm_eps: float = 1e-6,
         device: Optional[torch.device] = None,
         dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__()
         dd = dict(device=device, dtype=dtype)
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6, **dd)
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps, **dd)
         self.mlp_tokens = Mlp(seq_len, tokens_dim, drop, **dd)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6, **dd)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps, **dd)
         self.mlp_channels = Mlp(dim, channels_dim, drop, **dd)
         self.approximate = approximate
         self.drop_path = drop_path
@@ -192,6 +193,7 @@ class Mixer(nn.Module):
 
     ``act_layer`` picks the GELU: ``"gelu"`` (exact, erf; what timm uses) or ``"gelu_tanh"`` (the tanh
     approximation that Flax's ``nn.gelu`` computes, so what Google's JAX checkpoints were trained with).
+    ``norm_eps`` is the LayerNorms' epsilon: 1e-6 as Flax and timm, 1e-7 for MindSpore's ``nn.LayerNorm``.
     ``device``/``dtype`` are the factory kwargs timm passes; on ``device="meta"`` nothing is allocated and
     :meth:`load_state_dict` then takes the checkpoint's tensors as they are.
     """
@@ -211,6 +213,7 @@ class Mixer(nn.Module):
         proj_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         global_pool: str = "avg",
+        norm_eps: float = 1e-6,
         device: Optional[Union[str, torch.device]] = None,
         dtype: Optional[torch.dtype] = None,
     ) -> None:
@@ -239,12 +242,12 @@ class Mixer(nn.Module):
         rates = [drop_path_rate * i / max(num_blocks - 1, 1) for i in range(num_blocks)]
         self.blocks = nn.Sequential(*[
             MixerBlock(embed_dim, self.stem.num_patches, tokens_mlp_dim, channels_mlp_dim,
-                       approximate, proj_drop_rate, rates[i], **dd)
+                       approximate, proj_drop_rate, rates[i], norm_eps, **dd)
             for i in range(num_blocks)
         ])
         self.feature_info = [
             dict(module=f"blocks.{i}", num_chs=embed_dim, reduction=patch_size) for i in range(num_blocks)]
-        self.norm = nn.LayerNorm(embed_dim, eps=1e-6, **dd)
+        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps, **dd)
         self.head = nn.Linear(embed_dim, num_classes, **dd) if num_classes > 0 else nn.Identity()
         self.init_weights()
 

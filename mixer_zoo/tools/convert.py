@@ -1,5 +1,6 @@
-"""Conversions users run: an official ``.npz``, a ``.pth`` or a manifest tag -> a timm folder, proved against
-the Flax reference on request; and back, timm weights -> official ``.npz`` or an mmpretrain checkpoint.
+"""Conversions users run: an official ``.npz``, a MindSpore ``.ckpt``, a ``.pth`` or a manifest tag -> a timm
+folder (an ``.npz`` proved against the Flax reference on request); and back, timm weights -> official ``.npz``,
+MindSpore ``.ckpt`` or an mmpretrain checkpoint.
 
 The formats themselves live in :mod:`mixer_zoo.formats`; this module chooses one and checks the result.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import zipfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
@@ -16,6 +18,7 @@ import torch
 
 from ..formats.keys import (ConversionError, CorruptFileError, PathLike, architecture_for_dims, check_layout,
                             check_timm_state_dict, expected_official_shapes, infer_dims, num_classes_of)
+from ..formats.mindspore_ckpt import check_ckpt_layout, read_ckpt_index, stream_ckpt_to_safetensors, write_ckpt
 from ..formats.mmpretrain_layout import TIMM_TO_CLASSIFIER, classifier_config, is_mmpretrain_layout, mmpretrain_to_timm
 from ..formats.npz import read_npz_index, stream_npz_to_safetensors, timm_to_npz_arrays
 from ..formats.timm_folder import (CONVERTER_VERSION, check_output_folder, describe_file, local_entry,
@@ -89,6 +92,42 @@ def convert_npz(src: PathLike, out_dir: PathLike, arch: Optional[str] = None, ve
     return out_dir
 
 
+MINDSPORE_ACT_LAYER = "gelu_tanh"
+MINDSPORE_NORM_EPS = 1e-7
+"""MindSpore's ``nn.GELU()`` defaults to ``approximate=True`` (the tanh form) and ``nn.LayerNorm`` to
+``epsilon=1e-7``: what the release's Mixer (mindvision blocks with default arguments) computes."""
+
+
+def convert_ckpt(src: PathLike, out_dir: PathLike, arch: Optional[str] = None, force: bool = False,
+                 act_layer: Optional[str] = None, entry: Optional[Mapping[str, Any]] = None,
+                 source_sha256: Optional[str] = None, progress: bool = True) -> Path:
+    """Convert a MindSpore Mixer ``.ckpt`` into a timm folder, parameter by parameter; its GELU and LayerNorm
+    epsilon are MindSpore's (recorded in ``config.json``)."""
+    src, out_dir = Path(src), Path(out_dir)
+    if not src.is_file():
+        raise FileNotFoundError(f"{src}: no such file")
+    check_output_folder(out_dir, force)
+    index = read_ckpt_index(src)
+    to_timm, dims, num_classes = check_ckpt_layout(index)
+    arch = _resolve_arch(dims, arch, str(src))
+    act_layer = act_layer or (entry["act_layer"] if entry else MINDSPORE_ACT_LAYER)
+    num_params = sum(math.prod(p.shape) for p in index.params.values())
+    card_entry = (describe_file(entry, dims, num_params, str(src)) if entry else
+                  local_entry(arch, num_classes, act_layer, src, dims, num_params, "mindspore_ckpt", MINDSPORE_NORM_EPS))
+    if index.skipped and progress:
+        print(f"{src}: left out {len(index.skipped)} optimiser/training-state entries (e.g. {index.skipped[0]!r})")
+    with staging_folder(out_dir, force, quiet=not progress) as stage:
+        metadata = source_metadata(src, source_sha256 or sha256_of(src), "mindspore_ckpt")
+        if index.skipped:
+            metadata["left_out_training_state"] = str(len(index.skipped))
+        if not entry:
+            card_entry["source"]["sha256"] = metadata["source_sha256"]
+        content = stream_ckpt_to_safetensors(index, to_timm, stage / "model.safetensors", metadata, progress)
+        write_config_and_card(stage, arch, num_classes, act_layer, pretrained_cfg_for(arch, card_entry), card_entry,
+                              metadata, dims, content)
+    return out_dir
+
+
 def _allow_trainer_checkpoints() -> None:
     """A checkpoint of ``mixer-zoo train`` holds mmengine's bookkeeping next to the weights: let the weights-only
     loader read it (numbers and mmengine's ``HistoryBuffer``, nothing callable) where mmpretrain is installed."""
@@ -125,7 +164,7 @@ def convert_tag(tag: str, out_dir: PathLike, verify: bool = False, force: bool =
     source = entry.get("source") or {}
     if not source.get("url"):
         raise ConversionError(f"weights tag {tag!r} has no source to convert (manifest entry without a URL)")
-    if source.get("format") not in ("jax_npz", "timm_pth"):
+    if source.get("format") not in ("jax_npz", "timm_pth", "mindspore_ckpt"):
         raise ConversionError(f"weights tag {tag!r}: unknown source format {source.get('format')!r}")
     if verify and source["format"] != "jax_npz":
         raise ConversionError(f"{tag}: --verify compares against the JAX model and needs a jax_npz source")
@@ -139,6 +178,9 @@ def convert_tag(tag: str, out_dir: PathLike, verify: bool = False, force: bool =
         if source["format"] == "jax_npz":
             return convert_npz(path, out_dir, arch=entry["architecture"], verify=verify, force=force,
                                act_layer=entry["act_layer"], entry=entry, source_sha256=known, progress=progress)
+        if source["format"] == "mindspore_ckpt":
+            return convert_ckpt(path, out_dir, arch=entry["architecture"], force=force, act_layer=entry["act_layer"],
+                                entry=entry, source_sha256=known, progress=progress)
         return convert_state_dict_file(path, out_dir, arch=entry["architecture"], force=force,
                                        act_layer=entry["act_layer"], entry=entry, source_sha256=known)
     except CorruptFileError as e:
@@ -153,6 +195,8 @@ def check_source_file(path: PathLike, source_format: str) -> None:
     download is never kept: the full CRC check happens while converting."""
     if source_format == "jax_npz":
         read_npz_index(path)
+    elif source_format == "mindspore_ckpt":
+        read_ckpt_index(path)
     elif zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as zf:
             zf.infolist()
@@ -172,6 +216,14 @@ def export_npz(src: PathLike, out_file: PathLike, force: bool = False) -> Path:
     _allow_trainer_checkpoints()
     arrays = timm_to_npz_arrays(load_timm_weights(src), str(src))
     return atomic_write(out_file, lambda f: np.savez(f, **arrays))
+
+
+def export_mindspore(src: PathLike, out_file: PathLike, force: bool = False) -> Path:
+    """timm weights -> a MindSpore ``.ckpt`` with the release's parameter names (``load_checkpoint`` reads it)."""
+    out_file = Path(out_file)
+    _check_output_file(out_file, force, "--to mindspore")
+    state_dict = load_timm_weights(src)
+    return atomic_write(out_file, lambda f: write_ckpt(state_dict, f, str(src)))
 
 
 def folder_act_layer(src: PathLike) -> Optional[str]:

@@ -1,4 +1,6 @@
-"""``mixer-zoo eval``: ImageNet top-1 / top-5 of a weights tag, with the tag's own preprocessing.
+"""``mixer-zoo eval``: ImageNet top-1 / top-5 of a weights tag, with the tag's own preprocessing; and CIFAR-10
+top-1 / top-5 of a CIFAR tag or converted folder on a ``cifar-10-batches-py`` test split (what the MindSpore
+release's ``eval.py`` reports).
 
 The validation set is either a class-per-folder tree named by WordNet ids (``n01440764/…``) or a flat
 folder of images plus a label file. Labels are indices into the tag's label set (timm's synset lists),
@@ -11,7 +13,9 @@ import datetime
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
 
 import torch
 from torch import nn
@@ -28,7 +32,8 @@ LABEL_SET_SYNSETS = {"imagenet-1k": "imagenet-1k", "imagenet-21k": "imagenet-21k
                      "imagenet-21k-p": "imagenet-21k-miil"}
 """Manifest ``label_set`` -> timm's ``ImageNetInfo`` subset whose order the logits follow."""
 
-Sample = Tuple[Path, int]
+Sample = Tuple[Union[Path, np.ndarray], int]
+"""An image file, or an image already decoded (HWC uint8 RGB, as CIFAR's batches hold them), and its label."""
 
 
 class ValidationSetError(ValueError):
@@ -141,6 +146,8 @@ class ImageList(Dataset):
         from PIL import Image, UnidentifiedImageError
 
         path, label = self.samples[i]
+        if isinstance(path, np.ndarray):
+            return self.transform(Image.fromarray(np.ascontiguousarray(path))), label
         try:
             with Image.open(path) as img:
                 return self.transform(img.convert("RGB")), label
@@ -247,4 +254,48 @@ def evaluate(name: str, val_dir: str, label_file: Optional[str] = None, checkpoi
     return dict(model=f"{entry['architecture']}.{entry['tag']}", arch=entry["architecture"], impl="mixer_zoo",
                 **result, param_count=sum(p.numel() for p in model.parameters()), infer_gmacs=round(macs / 1e9, 3),
                 dataset=str(val_dir), dtype=dtype, hardware=hardware_name(resolve_device(device)),
+                date=datetime.date.today().isoformat())
+
+
+def cifar10_model(name: str, checkpoint: Optional[str] = None) -> Tuple[nn.Module, str, Dict[str, Any]]:
+    """``(model, key, timm data config)`` of a CIFAR-10 weights tag (with ``checkpoint``: local safetensors) or of
+    a converted folder; its preprocessing is the one its weights came with."""
+    import json
+
+    import timm
+    from timm.data import resolve_data_config
+
+    folder = Path(name)
+    if folder.is_dir():
+        if checkpoint:
+            raise ValidationSetError(f"{folder}: a converted folder brings its own weights; drop --checkpoint")
+        model = timm.create_model(f"local-dir:{folder}", pretrained=True)
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        key = f"{config['architecture']}.{config.get('pretrained_cfg', {}).get('tag') or 'local'}"
+        data_config = resolve_data_config(model=model)
+    else:
+        entry = get_entry(name)
+        key = f"{entry['architecture']}.{entry['tag']}"
+        if entry["label_set"] != "cifar-10":
+            raise ValidationSetError(f"{key}: its head follows {entry['label_set']}, not CIFAR-10")
+        model, entry = build_pretrained(name, checkpoint)
+        data_config = data_config_for(entry)
+    if getattr(model, "num_classes", None) != 10:
+        raise ValidationSetError(f"{name}: a {getattr(model, 'num_classes', '?')}-class head; CIFAR-10 needs 10")
+    return model, key, data_config
+
+
+def evaluate_cifar10(name: str, data_root: str, checkpoint: Optional[str] = None, batch_size: int = 256,
+                     workers: int = 4, device: str = "auto", dtype: str = "fp32", progress: bool = True
+                     ) -> Dict[str, Any]:
+    """One result row for a CIFAR-10 tag or converted folder on the test split of ``data_root`` (the folder that
+    holds ``cifar-10-batches-py``, or that folder itself), read with the CIFAR reader's checks."""
+    from ..mmpretrain.cifar import load_split
+
+    model, key, data_config = cifar10_model(name, checkpoint)
+    images, labels = load_split(data_root, "test")
+    result = evaluate_model(model, list(zip(images, labels.tolist())), data_config, batch_size=batch_size,
+                            workers=workers, device=device, dtype=dtype, progress=progress)
+    return dict(model=key, source=str(name), **result, param_count=sum(p.numel() for p in model.parameters()),
+                dataset=str(data_root), dtype=dtype, hardware=hardware_name(resolve_device(device)),
                 date=datetime.date.today().isoformat())

@@ -7,8 +7,8 @@ from typing import Any, Dict, List, Optional
 
 from .. import zoo  # noqa: F401  (the timm registry that check_manifest builds models from)
 from ..model.architectures import ARCHITECTURES, param_count
-from ..weights.manifest import (GOOGLE_TAG_PREFIXES, LABEL_SET_CLASSES, RELEASE_URL_PREFIXES, ManifestError, PathLike,
-                                manifest_path, validate_manifest)
+from ..weights.manifest import (GOOGLE_TAG_PREFIXES, LABEL_NAMES, LABEL_SET_CLASSES, RELEASE_URL_PREFIXES, ManifestError,
+                                PathLike, manifest_path, validate_manifest)
 
 
 def _expected_npz_name(arch: str) -> str:
@@ -76,6 +76,12 @@ def check_manifest(path: Optional[PathLike] = None, build_models: bool = True) -
         want_classes = LABEL_SET_CLASSES[e["label_set"]]
         if e["num_classes"] != want_classes:
             problem(key, f"num_classes {e['num_classes']} but label_set {e['label_set']} has {want_classes} classes")
+        names = e.get("label_names")
+        if e["label_set"] in LABEL_NAMES and list(names or ()) != list(LABEL_NAMES[e["label_set"]]):
+            problem(key, f"label_names must be the {e['label_set']} classes in logit order: "
+                         f"{', '.join(LABEL_NAMES[e['label_set']])}")
+        elif names is not None and len(names) != e["num_classes"]:
+            problem(key, f"{len(names)} label_names for {e['num_classes']} classes")
         counted = param_count(arch, e["num_classes"]) if e["input_size"][1:] == [224, 224] else None
         if counted is not None and e["num_params"] != counted:
             problem(key, f"num_params {e['num_params']} but {arch} with {e['num_classes']} classes has {counted}")
@@ -115,6 +121,13 @@ def check_manifest(path: Optional[PathLike] = None, build_models: bool = True) -
                                  f"gs://mixer_models/{source['folder']} is {want_url}")
                 if e["act_layer"] != "gelu_tanh":
                     problem(key, "Google's JAX weights were trained with Flax's tanh GELU: act_layer must be gelu_tanh")
+            if source["format"] == "mindspore_ckpt":
+                name = "gsam_" + _expected_npz_name(arch).replace(".npz", ".ckpt")
+                if source["url"].rsplit("/", 1)[-1] != name:
+                    problem(key, f"source.url {source['url']} but MindSpore's {arch} file is {name}")
+                if e.get("norm_eps") != 1e-7 or e["act_layer"] != "gelu_tanh":
+                    problem(key, "MindSpore's Mixer uses nn.LayerNorm (epsilon 1e-7) and nn.GELU (tanh form): "
+                                 "norm_eps must be 1e-7 and act_layer gelu_tanh")
             if tag.startswith(GOOGLE_TAG_PREFIXES) and e["act_layer"] != "gelu_tanh":
                 problem(key, f"{'/'.join(p + '*' for p in GOOGLE_TAG_PREFIXES)} tags are Google's JAX weights: "
                              "act_layer must be gelu_tanh")

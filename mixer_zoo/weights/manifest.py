@@ -20,6 +20,8 @@ MANIFEST_ENV = "MIXER_ZOO_MANIFEST"
 
 LABEL_SET_CLASSES = {"imagenet-1k": 1000, "imagenet-21k": 21843, "imagenet-21k-p": 11221, "cifar-10": 10}
 """How many outputs a head trained on each label set has (Google's ImageNet-21k has 21843 classes)."""
+LABEL_NAMES = {"cifar-10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")}
+"""Class names in logit order of the label sets timm has no list for (the order of CIFAR-10's ``batches.meta``)."""
 
 PathLike = Union[str, Path]
 
@@ -28,9 +30,10 @@ RELEASE_URL_PREFIXES = {
     "jax_npz": ("https://storage.googleapis.com/mixer_models/",),
     "timm_pth": ("https://github.com/rwightman/pytorch-image-models/releases/download/",
                  "https://github.com/huggingface/pytorch-image-models/releases/download/"),
+    "mindspore_ckpt": ("https://download.mindspore.cn/vision/",),
 }
-"""Where each source format is released (Google's bucket; timm's GitHub releases): ``manifest check`` accepts
-a source URL only there."""
+"""Where each source format is released (Google's bucket; timm's GitHub releases; MindSpore's download site):
+``manifest check`` accepts a source URL only there."""
 
 GOOGLE_TAG_PREFIXES = ("goog_", "sam_", "gsam_")
 """Tags of Google's JAX weights; ``sam_in1k``/``gsam_in1k`` follow timm's name for Google's SAM ViTs."""

@@ -35,6 +35,8 @@ def trained_on(entry: Mapping[str, Any]) -> List[str]:
     if "in21k" in entry.get("tag", ""):
         datasets.append("imagenet-21k-p" if entry.get("label_set") == "imagenet-21k-p" or "miil" in entry["tag"]
                         else "imagenet-21k")
+    if "in1k_ft" in entry.get("tag", ""):  # e.g. gsam_in1k_ft_cifar10: ImageNet-1k pre-training, then the head's set
+        datasets.append("imagenet-1k")
     if entry.get("label_set") and entry["label_set"] not in datasets:
         datasets.append(entry["label_set"])
     return datasets
@@ -147,7 +149,9 @@ def _details(entry: Mapping[str, Any]) -> Dict[str, Any]:
     details.update({
         "Weights tag": f"`{tag}`" if tag else "-",
         "GELU": f"`{gelu}`" + (" (tanh approximation, as Flax's `nn.gelu`)" if gelu == "gelu_tanh" else " (exact, erf)"),
-        "Classes": f"{entry.get('num_classes')}" + (f" ({entry['label_set']})" if entry.get("label_set") else ""),
+        "LayerNorm epsilon": f"{entry.get('norm_eps', 1e-6):g}",
+        "Classes": f"{entry.get('num_classes')}" + (f" ({entry['label_set']})" if entry.get("label_set") else "")
+                   + (f": {', '.join(entry['label_names'])}" if entry.get("label_names") else ""),
         "Input": (f"{'x'.join(map(str, entry.get('input_size', [])))}, crop_pct {entry.get('crop_pct')}, "
                   f"{entry.get('interpolation')}, mean {entry.get('mean')}, std {entry.get('std')}"
                   + (f" (as {entry['preprocessing_source']})" if entry.get("preprocessing_source") else "")),
