@@ -17,7 +17,7 @@ def test_card_front_matter_and_facts_come_from_the_entry(name):
     assert data["license"] == entry["license"]
     assert data["tags"] == ["image-classification", "timm", "mlp-mixer", "mixer-zoo"]
     assert data["datasets"] == card_datasets(entry)
-    assert set(data["datasets"]) <= {"imagenet-1k", "imagenet-21k"}  # Hub ids, as timm's own cards use them
+    assert set(data["datasets"]) <= {"imagenet-1k", "imagenet-21k", "cifar10"}  # Hub ids, as timm's own cards use them
     assert f"# Model card for {name}" in card.text
     assert entry["source"]["url"] in card.text
     assert f"hf-hub:{entry['hf_hub_id']}" in card.text
@@ -34,6 +34,7 @@ def test_card_front_matter_and_facts_come_from_the_entry(name):
     ("mixer_b16_zoo.miil_in21k_ft_in1k", ["imagenet-1k", "imagenet-21k"]),  # as timm's card of the same weights
     ("mixer_b16_zoo.miil_in21k", ["imagenet-21k"]),  # ImageNet-21K-P: no Hub dataset of that name
     ("mixer_s8_zoo.gsam_in1k", ["imagenet-1k"]),
+    ("mixer_s8_zoo.gsam_in1k_ft_cifar10", ["cifar10", "imagenet-1k"]),  # MindSpore's fine-tune of the GSAM S/8
 ])
 def test_cards_claim_only_the_data_the_weights_were_trained_on(name, datasets):
     assert ModelCard(render_model_card(weights_entries()[name])).data.to_dict()["datasets"] == datasets
