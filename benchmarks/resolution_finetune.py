@@ -88,6 +88,17 @@ def test_top(config: str, checkpoint: str, work_dir: Path, common: list, options
     return dict(top1=float(metrics["accuracy/top1"]), top5=float(metrics["accuracy/top5"]))
 
 
+def plot(summary: dict, runs: list, path: Path) -> None:
+    """The curves of a finished run (also redrawn from its JSON with --replot)."""
+    plot_resolution_finetune(
+        runs, path, summary["base_top1"], base_label=f"the {BASE_SIZE} px model",
+        title=(f"Mixer trained at {BASE_SIZE} px on real CIFAR-10, expanded to {SIZE} px (token MLPs block-diagonal) "
+               f"and fine-tuned at {SIZE} px\nstep 0 {summary['step0_bilinear_top1']:.2f}% (bilinear upsampling) -> "
+               f"{summary['finetuned_top1']:.2f}% after {summary['fine_tune_steps']} steps; "
+               f"{summary['total_wall_s']:.0f} s wall in all\n{summary['hardware']}, {summary['threads']} threads, "
+               f"shared CPU: load average {summary['load_average_start']:.1f} -> {summary['load_average_end']:.1f}"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default=str(DATA), help="folder holding cifar-10-batches-py/")
@@ -98,7 +109,12 @@ def main() -> None:
                         help="overrides for the 64 px fine-tuning config (and the control)")
     parser.add_argument("--no-control", action="store_true", help="skip the 32 px control fine-tuning")
     parser.add_argument("--name", default="cpu_cifar10_resolution_32to64", help="file stem under benchmarks/results/")
+    parser.add_argument("--replot", action="store_true", help="only redraw the PNG from the run's JSON")
     args = parser.parse_args()
+    if args.replot:
+        summary = json.loads((RESULTS / f"{args.name}.json").read_text())[0]
+        plot(summary, summary["curves"], RESULTS / f"{args.name}.png")
+        return
 
     if not (Path(args.data_root) / "cifar-10-batches-py").is_dir():
         raise SystemExit(f"{args.data_root}: no cifar-10-batches-py/ (the real images live in ../shared/data)")
@@ -186,13 +202,7 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_json(RESULTS / f"{args.name}.json", [dict(summary, results=rows, curves=runs)])
     write_csv(RESULTS / f"{args.name}.csv", rows)
-    plot_resolution_finetune(
-        runs, RESULTS / f"{args.name}.png", base["top1"], base_label=f"the {BASE_SIZE} px model",
-        title=(f"Mixer trained at {BASE_SIZE} px on real CIFAR-10, expanded to {SIZE} px (token MLPs block-diagonal), "
-               f"fine-tuned at {SIZE} px: step 0 {step0['bilinear']['top1']:.2f}% (bilinear) -> "
-               f"{summary['finetuned_top1']:.2f}% after {summary['fine_tune_steps']} steps\n"
-               f"{summary['total_wall_s']:.0f} s wall in all, {hardware}, {args.threads} threads, shared CPU: "
-               f"load average {load_start:.1f} -> {summary['load_average_end']:.1f}"))
+    plot(summary, runs, RESULTS / f"{args.name}.png")
     print(f"wrote {RESULTS / args.name}.{{json,csv,png}}; folders {folder32}, {folder64}")
 
 

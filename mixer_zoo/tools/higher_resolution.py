@@ -164,7 +164,7 @@ def plot_resolution_finetune(runs: Sequence[Dict[str, Any]], path: PathLike, bas
 
     from .plots import save_figure
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.8), dpi=120)
     for run in runs:
         left.plot([s["step"] for s in run["steps"]], [s["loss"] for s in run["steps"]], lw=1.0, label=run["label"])
         line, = right.plot([c["step"] for c in run["curve"]], [c["val_top1"] for c in run["curve"]], marker="o",
