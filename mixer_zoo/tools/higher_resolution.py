@@ -78,7 +78,9 @@ def expand_folder(src: PathLike, out_dir: PathLike, img_size: int, force: bool =
         resolution=dict(trained=base, fine_tuned=None),
         description=(f"{src.name} ({base} px) expanded to {img_size} px for fine-tuning: every token-mixing MLP "
                      f"holds {factor * factor} block-diagonal copies of the original (MLP-Mixer, Supplementary C)."))
-    metadata = dict(source_metadata(src, sha256_of(weights), "timm"), expanded_from=f"{base}x{base} px",
+    source_sha256 = sha256_of(weights)
+    entry["source"] = dict(entry["source"], file=f"{src.name}/{weights.name}", sha256=source_sha256)
+    metadata = dict(source_metadata(src, source_sha256, "timm"), expanded_from=f"{base}x{base} px",
                     expansion=f"token-mixing MLPs x{factor * factor}, block-diagonal over {factor}x{factor} tiles")
     return write_converted_folder(state_dict, dims, out_dir, arch, num_classes, act_layer, {}, metadata,
                                   entry=entry, force=force)
