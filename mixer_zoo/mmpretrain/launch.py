@@ -8,6 +8,7 @@ running, and wrap the model in DDP without device ids.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import pickle
 from pathlib import Path
@@ -108,6 +109,10 @@ def allow_mmengine_checkpoints() -> None:
         HistoryBuffer, (_history_buffer_method, "builtins.getattr")])
 
 
+_RUN_NUMBERS = itertools.count(1)
+"""Runners built in this process (the same sequence on every rank), to tell mmengine's named singletons apart."""
+
+
 class ZooRunner(Runner):
     """mmengine's ``Runner``, except that the checkpoint of ``load_from`` (``mixer-zoo test CKPT``,
     ``mixer-zoo train --load-from``) must match the model exactly: mmengine only warns about missing, unexpected
@@ -134,6 +139,10 @@ def build_runner(cfg: Any) -> Any:
 
     prepare_distributed(cfg)
     allow_mmengine_checkpoints()
+    if not cfg.get("experiment_name"):
+        # mmengine names its logger and visualizer singletons <config>_<timestamp to the second>: a second Runner of
+        # the same config within that second would reuse the first one's visualizer and log into its work dir.
+        cfg.experiment_name = f"{Path(cfg.filename or 'run').stem}_run{next(_RUN_NUMBERS)}"
     if "runner_type" in cfg:
         return RUNNERS.build(cfg)
     return ZooRunner.from_cfg(cfg)
