@@ -22,6 +22,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--act-layer", choices=("gelu", "gelu_tanh"),
                         help="GELU flavour recorded in config.json (default: the tag's; gelu_tanh for a JAX npz "
                         "or a MindSpore .ckpt)")
+    parser.add_argument("--img-size", type=int, metavar="PX",
+                        help="with a converted folder as SRC: the same model at K times its size (integer K), every "
+                        "token-mixing MLP expanded block-diagonally (MLP-Mixer, Supplementary C), to fine-tune there")
     parser.add_argument("--verify", action="store_true", help="compare logits with the Flax reference ([jax] extra)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -35,6 +38,15 @@ def run(args: argparse.Namespace) -> int:
     src = Path(args.src)
     if args.backbone and args.to != "mmpretrain":
         raise ConversionError(f"--backbone {args.backbone} applies to --to mmpretrain only")
+    if args.img_size is not None:
+        if args.to != "timm" or not src.is_dir():
+            raise ConversionError(f"{src}: --img-size expands a converted folder (config.json + model.safetensors) "
+                                  "into a new timm folder; convert the file first")
+        from ..tools.higher_resolution import expand_folder
+
+        out = expand_folder(src, args.out, args.img_size, force=args.force)
+        print(f"wrote {out}/model.safetensors, config.json, README.md ({args.img_size} px)")
+        return 0
     if args.to == "npz":
         print(f"wrote {export_npz(src, args.out, force=args.force)}")
         return 0

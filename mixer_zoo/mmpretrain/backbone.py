@@ -87,8 +87,9 @@ class MixerZoo(BaseBackbone):
             expected = tuple(entry["input_size"][1:])
             if (img_size, img_size) != expected:
                 raise ValueError(
-                    f"{weights} was trained at {expected[0]}x{expected[1]}; img_size={img_size} would change the "
-                    "token-mixing MLPs' shape (resizing them is not supported)")
+                    f"{weights} was trained at {expected[0]}x{expected[1]}; img_size={img_size} changes the "
+                    "token-mixing MLPs' shape: for K times the size convert the tag, expand the folder "
+                    "(mixer-zoo convert FOLDER --img-size N --out BIG) and start from local-dir:BIG")
             if init_cfg is None:
                 init_cfg = dict(type="Pretrained", checkpoint=f"zoo://{weights}", prefix="backbone.")
         super().__init__(init_cfg)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import os
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -132,6 +133,10 @@ def check_class_counts(cfg: Any) -> None:
                              f"{head}: set model.head.num_classes and model.data_preprocessor.num_classes to {count}")
 
 
+_RUN_NUMBERS = itertools.count(1)
+"""Runners built in this process (the same sequence on every rank), to tell mmengine's named singletons apart."""
+
+
 def build_runner(cfg: Any) -> Any:
     """mmengine's own Runner (mmpretrain's ``runner_type`` if the config names one) with the zoo's checkpoint rules:
     importing this package allow-listed mmengine's checkpoint contents, and :class:`ExactCheckpointHook` makes a
@@ -141,6 +146,10 @@ def build_runner(cfg: Any) -> Any:
     check_class_counts(cfg)
     prepare_distributed(cfg)
     ensure_exact_checkpoint_hook(cfg)
+    if not cfg.get("experiment_name"):
+        # mmengine names its logger and visualizer singletons <config>_<timestamp to the second>: a second Runner of
+        # the same config within that second would reuse the first one's visualizer and log into its work dir.
+        cfg.experiment_name = f"{Path(cfg.filename or 'run').stem}_run{next(_RUN_NUMBERS)}"
     if "runner_type" in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)

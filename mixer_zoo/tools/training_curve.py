@@ -57,6 +57,14 @@ def epoch_curve(work_dir: Union[str, Path]) -> List[Dict[str, Any]]:
     return rows
 
 
+def validation_curve(work_dir: Union[str, Path]) -> List[Dict[str, Any]]:
+    """One row per validation of an iteration-based run: the iteration it followed (``step``, logged so when the
+    LoggerHook has ``log_metric_by_epoch=False``), top-1 and top-5."""
+    return [dict(step=int(e["step"]), val_top1=float(e["accuracy/top1"]),
+                 val_top5=float(e["accuracy/top5"]) if "accuracy/top5" in e else None)
+            for e in read_scalars(work_dir) if "accuracy/top1" in e]
+
+
 def step_losses(work_dir: Union[str, Path]) -> List[Dict[str, float]]:
     """Every logged training loss with its global step (for the loss-vs-step curve)."""
     return [dict(step=int(e["step"]), loss=float(e["loss"])) for e in read_scalars(work_dir) if "loss" in e]
