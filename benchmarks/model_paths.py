@@ -9,12 +9,11 @@ time (L/16, H/14 from one warm safetensors file) are timed too. The machine's CP
 folder, so results from an AVX2 and an AVX-512 machine sit side by side.
 """
 import argparse
-import re
 from pathlib import Path
 
 from mixer_zoo.tools.bench import benchmark_architecture, load_time_vs_timm
 from mixer_zoo.tools.plots import plot_results
-from mixer_zoo.util.hardware import cpu_isa, cpu_model_name, matmul_peak_flops
+from mixer_zoo.util.hardware import cpu_isa, cpu_model_name, machine_folder_name, matmul_peak_flops
 from mixer_zoo.util.report import format_table, write_csv, write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -35,8 +34,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(min(torch.get_num_threads(), 16))
-    machine = re.sub(r"[^a-z0-9]+", "-", f"{cpu_model_name()} {cpu_isa()} {torch.get_num_threads()}t".lower()).strip("-")
-    out = RESULTS / machine
+    out = RESULTS / machine_folder_name()
     peak = matmul_peak_flops(torch.device("cpu"), torch.float32)
     print(f"{cpu_model_name()} ({cpu_isa()}): fp32 matmul peak {peak / 1e9:.0f} GFLOP/s")
     rows = []

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -39,3 +41,47 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
             else:
                 p.copy_(0.05 * noise)
     return model
+
+
+# ---- the real CIFAR-10 images (../shared/data/cifar10-real) and a model trained on them ------------------------------
+
+REAL_CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-real"
+"""Folder holding the real ``cifar-10-batches-py/`` (10k train, 2k test images), beside the repository."""
+THREADS = ["--threads", "1"]  # one thread: on a shared CPU, idle OpenMP threads spin and cost more than they give
+
+
+def cifar_data_options(train_per_class: int, test_per_class: int, **train_loader) -> str:
+    """Config lines pointing a shipped CIFAR config at the real images, on balanced subsets."""
+    return f"""
+train_dataloader = dict(dataset=dict(data_root={str(REAL_CIFAR)!r}, per_class={train_per_class}), **{train_loader!r})
+val_dataloader = dict(dataset=dict(data_root={str(REAL_CIFAR)!r}, per_class={test_per_class}))
+test_dataloader = val_dataloader
+"""
+
+
+@pytest.fixture(scope="session")
+def scratch_run(tmp_path_factory):
+    """The shipped from-scratch 32 px config on 2,000 real training images (200 a class) for 4 short epochs, then
+    validated on 300 real test images: the same model, optimiser and augmentation, a smaller budget. Trained once
+    per session: ``(config, work_dir)``, the last checkpoint is ``work_dir/epoch_4.pth``."""
+    if not (REAL_CIFAR / "cifar-10-batches-py").is_dir():
+        pytest.skip(f"real CIFAR-10 images not found: no {REAL_CIFAR}/cifar-10-batches-py (the repository's "
+                    "../shared/data)")
+    pytest.importorskip("mmpretrain")
+    from mixer_zoo.cli import main as cli_main
+    from mixer_zoo.mmpretrain import CONFIG_DIR
+
+    folder = tmp_path_factory.mktemp("scratch")
+    config = folder / "short.py"
+    config.write_text(f"""_base_ = [{str(CONFIG_DIR / "scratch" / "cifar10_32px.py")!r}]
+{cifar_data_options(200, 30, batch_size=32)}
+optim_wrapper = dict(optimizer=dict(lr=3e-3))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-2, by_epoch=False, begin=0, end=10),
+    dict(type='CosineAnnealingLR', eta_min=0.0, by_epoch=True, begin=0, end=4, convert_to_iter_based=True),
+]
+train_cfg = dict(max_epochs=4, val_interval=4)
+""")
+    work_dir = folder / "work"
+    assert cli_main(["train", str(config), "--work-dir", str(work_dir), *THREADS]) == 0
+    return config, work_dir

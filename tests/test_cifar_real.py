@@ -15,50 +15,17 @@ pytest.importorskip("mmpretrain")
 from mmengine.hooks import Hook  # noqa: E402
 from mmengine.registry import HOOKS  # noqa: E402
 
+from conftest import REAL_CIFAR as REAL, THREADS, cifar_data_options as data_options  # noqa: E402
 from mixer_zoo.cli import main as cli_main  # noqa: E402
 from mixer_zoo.mmpretrain import CONFIG_DIR, load_split  # noqa: E402
 from mixer_zoo.model import architectures  # noqa: E402
 from mixer_zoo.tools.training_curve import epoch_curve, step_losses  # noqa: E402
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-real"
 pytestmark = pytest.mark.skipif(
     not (REAL / "cifar-10-batches-py").is_dir(),
     reason=f"real CIFAR-10 images not found: no {REAL}/cifar-10-batches-py (the repository's ../shared/data)")
 
-SCRATCH = CONFIG_DIR / "scratch" / "cifar10_32px.py"
 FINETUNE = CONFIG_DIR / "finetune" / "cifar10_32px.py"
-
-
-def data_options(train_per_class: int, test_per_class: int, **train_loader) -> str:
-    """Config lines pointing the shipped config at the real images, on balanced subsets."""
-    return f"""
-train_dataloader = dict(dataset=dict(data_root={str(REAL)!r}, per_class={train_per_class}), **{train_loader!r})
-val_dataloader = dict(dataset=dict(data_root={str(REAL)!r}, per_class={test_per_class}))
-test_dataloader = val_dataloader
-"""
-
-
-THREADS = ["--threads", "1"]  # one thread: on a shared CPU, idle OpenMP threads spin and cost more than they give
-
-
-@pytest.fixture(scope="module")
-def scratch_run(tmp_path_factory):
-    """The shipped from-scratch config on 2,000 real training images (200 a class) for 4 short epochs, then
-    validated on 300 real test images: the same model, optimiser and augmentation, a smaller budget."""
-    folder = tmp_path_factory.mktemp("scratch")
-    config = folder / "short.py"
-    config.write_text(f"""_base_ = [{str(SCRATCH)!r}]
-{data_options(200, 30, batch_size=32)}
-optim_wrapper = dict(optimizer=dict(lr=3e-3))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-2, by_epoch=False, begin=0, end=10),
-    dict(type='CosineAnnealingLR', eta_min=0.0, by_epoch=True, begin=0, end=4, convert_to_iter_based=True),
-]
-train_cfg = dict(max_epochs=4, val_interval=4)
-""")
-    work_dir = folder / "work"
-    assert cli_main(["train", str(config), "--work-dir", str(work_dir), *THREADS]) == 0
-    return config, work_dir
 
 
 def test_the_scratch_config_learns_real_images(scratch_run):

@@ -29,6 +29,7 @@ SUBCOMMANDS = {
     "publish": ("mixer_zoo.cli.publish", "upload a converted folder as a timm-compatible Hugging Face Hub repo (--dry-run validates)"),
     "convert-all": ("mixer_zoo.cli.convert_all", "convert (and publish) every manifest tag, skipping what is up to date"),
     "cache": ("mixer_zoo.cli.cache", "verify or clean every cached copy of a tag's files (Hub snapshot, download)"),
+    "export": ("mixer_zoo.cli.export", "export a tag or converted folder to ONNX, int8 ONNX, TorchScript or pt2, preprocessing recorded beside it"),
 }
 
 

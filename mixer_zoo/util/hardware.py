@@ -9,6 +9,7 @@ import ctypes
 import gc
 import os
 import platform
+import re
 import time
 from typing import Optional
 
@@ -60,6 +61,12 @@ def cpu_isa() -> str:
         if flag in flags:
             return isa
     return "other"
+
+
+def machine_folder_name() -> str:
+    """``<cpu model>-<isa>-<threads>t`` as a folder name: results from different CPUs sit side by side."""
+    name = f"{cpu_model_name()} {cpu_isa()} {torch.get_num_threads()}t".lower()
+    return re.sub(r"[^a-z0-9]+", "-", name).strip("-")
 
 
 def hardware_name(device: torch.device) -> str:
