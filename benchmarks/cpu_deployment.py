@@ -29,7 +29,8 @@ from mixer_zoo.mmpretrain import load_split
 from mixer_zoo.tools.bench import benchmark_architecture, time_interleaved
 from mixer_zoo.tools.export import calibration_images, export_model, load_model, preprocessing_of
 from mixer_zoo.tools.plots import plot_accuracy_vs_throughput, plot_results
-from mixer_zoo.tools.runtimes import normalise_images, open_onnx, score_paths, torch_dynamic_int8
+from mixer_zoo.tools.runtimes import normalise_images, score_paths, torch_dynamic_int8
+from mixer_zoo.tools.sessions import open_onnx
 from mixer_zoo.util.hardware import cpu_isa_flags, cpu_model_name, hardware_name, machine_folder_name
 from mixer_zoo.util.report import format_table, write_csv, write_json
 
@@ -109,6 +110,7 @@ def main() -> None:
     parser.add_argument("--runtimes", default="onnxruntime,openvino")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--name", default="deployment", help="file name stem under benchmarks/results/<machine>/")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -125,9 +127,9 @@ def main() -> None:
                 for r in accuracy_rows(args.model, Path(args.data_root), runtimes, args.repeats)]
         print("accuracy on the 2,000 real CIFAR-10 test images (model trained from scratch on real images):")
         print(format_table(rows, ACCURACY_COLUMNS))
-        write_json(out / "deployment_accuracy.json", rows)
-        write_csv(out / "deployment_accuracy.csv", rows)
-        plot_accuracy_vs_throughput(rows, str(out / "deployment_accuracy_vs_throughput.png"), title=(
+        write_json(out / f"{args.name}_accuracy.json", rows)
+        write_csv(out / f"{args.name}_accuracy.csv", rows)
+        plot_accuracy_vs_throughput(rows, str(out / f"{args.name}_accuracy_vs_throughput.png"), title=(
             f"Mixer trained from scratch on real CIFAR-10 ({Path(args.model).name}): top-1 on the 2,000 real test "
             f"images vs batch-16 throughput\n{where['hardware']}; {where['isa_flags']}"))
 
@@ -139,8 +141,9 @@ def main() -> None:
             got = benchmark_architecture(arch, device="cpu", batch_size=batch, repeats=args.repeats, warmup=2,
                                          train=False, deployed=deployed, progress=False)
             got = [dict(r, **where) for r in got]
-            print(format_table(got, SPEED_COLUMNS))
+            print(format_table(got, SPEED_COLUMNS), flush=True)
             speed.extend(got)
+            write_json(out / f"{args.name}_speed.json", speed)  # after every configuration: a long run keeps its rows
     if speed:
         best = {}
         for r in speed:
@@ -149,10 +152,9 @@ def main() -> None:
                 best[key] = r
         print("best path per model and batch (goal: >= 1.8x timm fp32 eager):")
         print(format_table(list(best.values()), SPEED_COLUMNS))
-        write_json(out / "deployment_speed.json", speed)
-        write_csv(out / "deployment_speed.csv", speed)
+        write_csv(out / f"{args.name}_speed.csv", speed)
         largest = max(r["infer_batch_size"] for r in speed)
-        plot_results([r for r in speed if r["infer_batch_size"] == largest], str(out / "deployment_speed.png"),
+        plot_results([r for r in speed if r["infer_batch_size"] == largest], str(out / f"{args.name}_speed.png"),
                      title=f"batch {largest}, {where['hardware']}; {where['isa_flags']}")
     print(f"wrote {out}")
 

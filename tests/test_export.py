@@ -44,7 +44,7 @@ def eager_logits(folder, x: np.ndarray, **kwargs) -> np.ndarray:
         return load_model(str(folder), **kwargs)(torch.from_numpy(x)).numpy()
 
 
-@pytest.mark.parametrize("fmt", list(FORMATS))
+@pytest.mark.parametrize("fmt", [f for f in FORMATS if f != "int8-static"])  # int8-static: below
 def test_every_format_reloads_with_the_eager_logits_at_any_batch_size(fmt, folder, tmp_path, capsys):
     if fmt in ONNX:
         pytest.importorskip("onnxruntime")
@@ -150,13 +150,39 @@ def test_export_refuses_to_overwrite_and_writes_nothing_on_error(folder, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.onnx.json"]
 
 
+def test_int8_static_calibrates_on_a_folder_of_images_and_is_refused_where_it_computes_wrongly(folder, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from PIL import Image
+
+    pictures = tmp_path / "calibration" / "some_class"
+    pictures.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (80, 90, 3), dtype=np.uint8)).save(pictures / f"{i}.png")
+    (pictures / "notes.txt").write_text("not an image, not read")
+    out = tmp_path / "static.onnx"
+    assert main(["export", str(folder), "--format", "int8-static", "--out", str(out), "--calibration",
+                 str(tmp_path / "calibration")]) == 0
+    record = read_record(out)
+    assert record["quantization"]["calibration_images"] == 6 and record["runtimes"] == ["onnxruntime"]
+    pixels = rng.integers(0, 256, (3, SIZE, SIZE, 3), dtype=np.uint8)  # images like the calibration ones
+    x = normalise_images(pixels, record["preprocessing"])
+    assert 0 < relative_difference(open_exported(out)(x), eager_logits(folder, x)) <= INT8_REL_TOLERANCE
+    with pytest.raises(ValueError, match="runs in onnxruntime, not openvino"):
+        open_exported(out, runtime="openvino")
+    assert main(["export", str(folder), "--format", "int8-static", "--out", str(tmp_path / "x.onnx")]) == 2
+    assert main(["export", str(folder), "--format", "int8-static", "--out", str(tmp_path / "x.onnx"),
+                 "--calibration", str(tmp_path / "nowhere")]) == 2
+    assert not (tmp_path / "x.onnx").exists()
+
+
 # ---- int8 on real images -----------------------------------------------------------------------------------------
 
-INT8_MIN_AGREEMENT = 97.0
-INT8_MAX_TOP1_DROP = 1.5
-"""For the small model trained in the test session (4 short epochs on 2,000 images: low confidence, so more
-predictions sit near a class boundary than for the benchmark's fully trained model, which is held to the
-issue's 99 % and 0.5 points in benchmarks/cpu_deployment.py)."""
+INT8_MIN_AGREEMENT = 97.5
+INT8_MAX_TOP1_DROP = 1.0
+"""For the small model trained in the test session (4 short epochs on 2,000 images, about 29 % top-1: low confidence,
+so more predictions sit near a class boundary than for the benchmark's model at 52 %, measured against the issue's
+99 % and 0.5 points in benchmarks/cpu_deployment.py). Measured here: 98.65 % agreement, top-1 +0.1."""
 
 
 def test_int8_agrees_with_fp32_on_the_real_test_images(scratch_run, tmp_path):

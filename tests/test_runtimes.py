@@ -1,4 +1,4 @@
-"""mixer_zoo.tools.runtimes: exported models in onnxruntime / OpenVINO and int8 models as benchmark contenders
+"""mixer_zoo.tools.runtimes and .sessions: exported models in onnxruntime / OpenVINO and int8 models as contenders
 computing the eager model's function; scoring against a reference path; `mixer-zoo bench --dtype int8 --runtime`."""
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from conftest import randomize_
 from mixer_zoo.cli import main
 from mixer_zoo.tools.bench import benchmark_models
 from mixer_zoo.tools.export import FP32_TOLERANCE, export_model, relative_difference
-from mixer_zoo.tools.runtimes import (deployed_models, normalise_images, open_onnx, parse_deployments,
-                                      score_against_reference, torch_dynamic_int8, weight_bytes)
+from mixer_zoo.tools.runtimes import (deployed_models, normalise_images, parse_deployments, score_against_reference,
+                                      torch_dynamic_int8, weight_bytes)
+from mixer_zoo.tools.sessions import open_onnx
 
 pytest.importorskip("onnxruntime")
 SIZE = 64

@@ -11,8 +11,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated architectures, or 'all' (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda[:N]")
     parser.add_argument("--dtype", default="fp32", choices=DTYPE_NAMES,
-                        help="bf16 runs under autocast; int8 adds ours quantized (in --runtime, default onnxruntime) "
-                        "and timm's under torch.ao dynamic int8 beside the fp32 eager models; int8-static: ours calibrated "
+                        help="bf16 runs under autocast; int8 adds ours quantized (in --runtime, default "
+                        "onnxruntime) and timm's under torch.ao dynamic int8 beside the fp32 eager models; int8-static: ours calibrated "
                         "(on random images here: speed only)")
     parser.add_argument("--runtime", default="eager",
                         help="comma-separated: eager, onnxruntime, openvino; each adds ours exported to ONNX and "

@@ -31,12 +31,13 @@ from ..util.hardware import PeakMemory, cpu_isa, hardware_name, matmul_peak_flop
 from ..util.report import format_table
 from ..weights.manifest import weights_entries
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32, "int8-static": torch.float32}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32,
+          "int8-static": torch.float32}
 """Autocast dtype of the eager contenders (int8 runs time fp32 eager models beside the quantized ones)."""
 
 SUMMARY_COLUMNS = (
-    "model", "impl", "runtime", "dtype", "cpu_path", "param_count", "infer_gmacs", "infer_batch_size", "infer_samples_per_sec",
-    "infer_step_time", "speedup_vs_timm", "train_samples_per_sec", "train_speedup_vs_timm",
+    "model", "impl", "runtime", "dtype", "cpu_path", "param_count", "infer_gmacs", "infer_batch_size",
+    "infer_samples_per_sec", "infer_step_time", "speedup_vs_timm", "train_samples_per_sec", "train_speedup_vs_timm",
     "infer_mfu", "infer_peak_mem_mb", "train_peak_mem_mb",
 )
 """The columns of the terminal table (``--json``/``--csv`` carry every field)."""

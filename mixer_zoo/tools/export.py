@@ -125,11 +125,10 @@ def calibration_images(source: PathLike, model: nn.Module, count: int = 256) -> 
         picks = np.linspace(0, len(pixels) - 1, min(count, len(pixels))).astype(int)
         images = [Image.fromarray(pixels[i]) for i in picks]
     elif source.is_dir():
-        from .evaluate import IMAGE_EXTENSIONS
-
-        files = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        readable = Image.registered_extensions()  # every suffix PIL can open
+        files = sorted(p for p in source.rglob("*") if p.suffix.lower() in readable)
         if not files:
-            raise FileNotFoundError(f"{source}: no image files ({' '.join(IMAGE_EXTENSIONS)}) for calibration")
+            raise FileNotFoundError(f"{source}: no image files for calibration")
         images = []
         for i in np.linspace(0, len(files) - 1, min(count, len(files))).astype(int):
             try:
@@ -337,7 +336,7 @@ def open_exported(path: PathLike, fmt: Optional[str] = None, runtime: str = "onn
     """A function images (N, C, H, W float32) -> logits for an exported file, checked first against its record.
 
     ``runtime`` (onnxruntime or openvino) applies to ONNX files; TorchScript and pt2 run in torch."""
-    from .runtimes import open_onnx
+    from .sessions import open_onnx
 
     record = verify_exported(path)
     fmt = fmt or (record or {}).get("format") or {".onnx": "onnx", ".pt": "torchscript", ".pt2": "pt2"}.get(

@@ -1,9 +1,5 @@
 """Exported Mixers in their runtimes (onnxruntime, OpenVINO) and int8 models, as benchmark contenders and as
-classifiers scored against the fp32 eager model on the same images.
-
-The runtimes are optional: each is imported when asked for, and a missing one is a one-line error naming the
-package to install.
-"""
+classifiers scored against the fp32 eager model on the same images."""
 from __future__ import annotations
 
 import tempfile
@@ -14,58 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..formats.keys import CorruptFileError, PathLike
-from ..util.report import first_line
-
-RUNTIMES = ("eager", "onnxruntime", "openvino")
-"""``eager``: the PyTorch module itself; the others run an exported ONNX file."""
-
-
-def _require(module: str, package: str) -> Any:
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise RuntimeError(f"runtime {package!r} is not installed: pip install {package} "
-                           f"(or mixer-zoo[{package}])") from None
-
-
-def open_onnx(path: PathLike, runtime: str = "onnxruntime",
-              threads: Optional[int] = None) -> Callable[[np.ndarray], np.ndarray]:
-    """An ONNX file as a function images -> logits, on the CPU, in onnxruntime or OpenVINO.
-
-    ``threads`` defaults to torch's thread count, so a runtime and eager PyTorch compete on equal terms.
-    OpenVINO is pinned to f32 inference precision: on CPUs with AVX512-BF16 or AMX it would otherwise run
-    float layers in bf16 and change the results."""
-    threads = threads or torch.get_num_threads()
-    if runtime == "onnxruntime":
-        ort = _require("onnxruntime", "onnxruntime")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads must not steal
-        try:
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own types for damaged or foreign files
-            raise CorruptFileError(f"{path}: not a loadable ONNX model (onnxruntime: {first_line(e)})") from None
-        name = session.get_inputs()[0].name
-        return lambda images: session.run(None, {name: np.ascontiguousarray(images, dtype=np.float32)})[0]
-    if runtime == "openvino":
-        ov = _require("openvino", "openvino")
-        core = ov.Core()
-        try:
-            compiled = core.compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads,
-                                                             "INFERENCE_PRECISION_HINT": "f32",
-                                                             "PERFORMANCE_HINT": "LATENCY"})
-        except Exception as e:
-            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.startswith("Exception from")]
-            raise CorruptFileError(f"{path}: not a loadable ONNX model (openvino: "
-                                   f"{lines[0] if lines else type(e).__name__})") from None
-        request = compiled.create_infer_request()
-        return lambda images: request.infer([np.ascontiguousarray(images, dtype=np.float32)])[0].copy()
-    raise ValueError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES[1:])}")
-
+from ..formats.keys import PathLike
+from .sessions import RUNTIMES, open_onnx
 
 class RuntimeModel(nn.Module):
     """An exported file behind a module's face, for the benchmark (no parameters of its own: ``param_count``
