@@ -130,8 +130,8 @@ def main() -> None:
         write_json(out / f"{args.name}_accuracy.json", rows)
         write_csv(out / f"{args.name}_accuracy.csv", rows)
         plot_accuracy_vs_throughput(rows, str(out / f"{args.name}_accuracy_vs_throughput.png"), title=(
-            f"Mixer trained from scratch on real CIFAR-10 ({Path(args.model).name}): top-1 on the 2,000 real test "
-            f"images vs batch-16 throughput\n{where['hardware']}; {where['isa_flags']}"))
+            f"Mixer trained from scratch on real CIFAR-10 ({Path(args.model).name}):\ntop-1 on the 2,000 real test "
+            f"images vs batch-16 throughput\n{where['hardware']}\n{where['isa_flags']}"))
 
     deployed = [(r, d) for r in runtimes for d in ("fp32", "int8", "int8-static")
                 if (r, d) != ("openvino", "int8-static")]  # refused: OpenVINO computes that graph wrongly

@@ -65,19 +65,23 @@ def plot_accuracy_vs_throughput(rows: Sequence[Dict[str, Any]], path: str, title
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
-    for i, r in enumerate(sorted(rows, key=lambda r: r[x])):
+    from matplotlib.ticker import FormatStrFormatter
+
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+    for i, r in enumerate(sorted(rows, key=lambda r: -r[x])):  # points too close to label in place: a legend
         marker = "s" if r.get("impl") == "timm" else ("D" if r.get("dtype") == "int8" else "o")
-        ax.scatter([r[x]], [r[y]], marker=marker, s=55, color=f"C{i % 10}")
-        note = f" (agree {r['agreement']:.1f}%)" if r.get("agreement") is not None else ""
-        ax.annotate(f"{r['path']}{note}", (r[x], r[y]), fontsize=7.5, xytext=(6, 8 if i % 2 else -12),
-                    textcoords="offset points")
+        note = f", agreement {r['agreement']:.2f}%" if r.get("agreement") is not None else ""
+        ax.scatter([r[x]], [r[y]], marker=marker, s=55, color=f"C{i % 10}",
+                   label=f"{r['path']}: {r[y]:.2f}%{note}, {r[x]:.4g}/s")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel(f"{x} (median, interleaved)")
     ax.set_ylabel(f"{y} (%)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.margins(x=0.25, y=0.3)
-    ax.set_title(title or f"{y} vs {x}", fontsize=9)
+    ax.legend(fontsize=7, loc="lower left")
+    ax.set_title(title or f"{y} vs {x}", fontsize=8)
     save_figure(fig, path)
 
 
