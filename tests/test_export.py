@@ -3,7 +3,6 @@ mixer_zoo is not installed, records its preprocessing, and a damaged file is a o
 the fp32 model on real CIFAR-10 test images, for a model trained on real images in the test session."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 

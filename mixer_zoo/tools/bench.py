@@ -1,10 +1,10 @@
 """``mixer-zoo bench``: parameters, FLOPs, throughput and memory per variant, side by side with timm.
 
 Every figure for our model is measured in the same process as the figures for timm's own ``MlpMixer``
-(and mmpretrain's ``MlpMixer``, our exported model in onnxruntime / OpenVINO, int8 models, when asked)
-holding the *same weights*. Timed steps alternate between the
-implementations, repeat after repeat, because this kind of machine drifts by +-15 % between runs; the
-speed-up is the median of the per-repeat ratios, so drift that hits both sides of a pair cancels.
+(and, when asked, mmpretrain's ``MlpMixer``, our model exported to onnxruntime / OpenVINO, int8 models) holding
+the *same weights*. Timed steps alternate between the implementations, repeat after repeat, because this kind
+of machine drifts by +-15 % between runs; the speed-up is the median of the per-repeat ratios, so drift that
+hits both sides of a pair cancels.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,10 +26,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..formats.mmpretrain_layout import timm_to_mmpretrain
 from ..model.architectures import ARCHITECTURES, TIMM_EQUIVALENTS
 from ..model.kernels import PATH_ENV, chosen_paths, forced_cpu_path  # noqa: F401  (re-exported)
-from .runtimes import deployed_models, weight_bytes
 from ..util.hardware import PeakMemory, cpu_isa, hardware_name, matmul_peak_flops, resolve_device, sync
 from ..util.report import format_table
 from ..weights.manifest import weights_entries
+from .runtimes import deployed_models, weight_bytes
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32,
           "int8-static": torch.float32}
