@@ -22,14 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from timm.layers import GELUTanh
-from timm.models.mlp_mixer import MlpMixer
 
 from mixer_zoo.mmpretrain import load_split
 from mixer_zoo.tools.bench import benchmark_architecture, time_interleaved
 from mixer_zoo.tools.export import calibration_images, export_model, load_model, preprocessing_of
 from mixer_zoo.tools.plots import plot_accuracy_vs_throughput, plot_results
-from mixer_zoo.tools.runtimes import normalise_images, score_paths, torch_dynamic_int8
+from mixer_zoo.tools.quantize import timm_twin, torch_dynamic_int8
+from mixer_zoo.tools.runtimes import normalise_images, score_paths
 from mixer_zoo.tools.sessions import open_onnx
 from mixer_zoo.util.hardware import cpu_isa_flags, cpu_model_name, hardware_name, machine_folder_name
 from mixer_zoo.util.report import format_table, write_csv, write_json
@@ -53,18 +52,6 @@ def available_runtimes(asked: str) -> list:
     return names
 
 
-def timm_twin_of(model: torch.nn.Module) -> torch.nn.Module:
-    """timm's own ``MlpMixer`` with the shape and weights of our model (any shape: timm takes the dims)."""
-    block = model.blocks[0]
-    c = model.embed_dim
-    twin = MlpMixer(patch_size=model.stem.patch_size[0], num_blocks=len(model.blocks), embed_dim=c,
-                    img_size=model.stem.img_size, num_classes=model.num_classes,
-                    mlp_ratio=(block.mlp_tokens.fc1.out_features / c, block.mlp_channels.fc1.out_features / c),
-                    act_layer=torch.nn.GELU if model.act_layer == "gelu" else GELUTanh)
-    twin.load_state_dict(model.state_dict())
-    return twin.eval()
-
-
 def eager(module: torch.nn.Module):
     def run(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -75,7 +62,7 @@ def eager(module: torch.nn.Module):
 def accuracy_rows(folder: str, data_root: Path, runtimes: list, repeats: int, batch_size: int = 16) -> list:
     """Every path on the real-data model: accuracy and agreement on the real test images, and throughput."""
     model = load_model(folder)
-    twin = timm_twin_of(model)
+    twin = timm_twin(model)
     runs = {"timm fp32 eager": eager(twin), "timm int8 (torch.ao dynamic)": eager(torch_dynamic_int8(twin)),
             "ours fp32 eager": eager(model)}
     calibration = calibration_images(data_root, model, 256)  # training images: the test images stay unseen

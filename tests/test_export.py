@@ -14,7 +14,7 @@ from conftest import REAL_CIFAR, randomize_
 
 from mixer_zoo.cli import main
 from mixer_zoo.formats.keys import CorruptFileError
-from mixer_zoo.tools.export import (FORMATS, FP32_TOLERANCE, load_model, open_exported, read_record,
+from mixer_zoo.tools.export import (FORMATS, FP32_TOLERANCE, INT8_FORMATS, load_model, open_exported, read_record,
                                     relative_difference, sidecar_path)
 from mixer_zoo.tools.runtimes import normalise_images, score_paths
 
@@ -56,8 +56,8 @@ def test_every_format_reloads_with_the_eager_logits_at_any_batch_size(fmt, folde
         got, want = run(x), eager_logits(folder, x)
         assert got.shape == (batch, CLASSES)
         diff = relative_difference(got, want)
-        assert diff <= (INT8_REL_TOLERANCE if fmt == "int8" else FP32_TOLERANCE), (fmt, batch, diff)
-        if fmt == "int8":
+        assert diff <= (INT8_REL_TOLERANCE if fmt in INT8_FORMATS else FP32_TOLERANCE), (fmt, batch, diff)
+        if fmt in INT8_FORMATS:
             assert diff > 0  # really quantized, not the fp32 graph under another name
     record = read_record(out)
     assert record["format"] == fmt and record["check"]["max_rel_diff"] <= INT8_REL_TOLERANCE

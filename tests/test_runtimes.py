@@ -13,8 +13,9 @@ from conftest import randomize_
 from mixer_zoo.cli import main
 from mixer_zoo.tools.bench import benchmark_models
 from mixer_zoo.tools.export import FP32_TOLERANCE, export_model, relative_difference
+from mixer_zoo.tools.quantize import torch_dynamic_int8
 from mixer_zoo.tools.runtimes import (deployed_models, normalise_images, parse_deployments, score_against_reference,
-                                      torch_dynamic_int8, weight_bytes)
+                                      weight_bytes)
 from mixer_zoo.tools.sessions import open_onnx
 
 pytest.importorskip("onnxruntime")

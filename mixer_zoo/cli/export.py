@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-FORMAT_NAMES = ("onnx", "int8", "int8-static", "torchscript", "pt2")
+FORMAT_NAMES = ("onnx", "int8", "int8-static", "torchscript", "torch-int8", "pt2")
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -12,7 +12,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", required=True, choices=FORMAT_NAMES,
                         help="onnx: fp32 ONNX; int8: ONNX, int8 weights + per-batch int8 activations "
                         "(onnxruntime's quantizer); int8-static: ONNX QDQ calibrated on --calibration images; "
-                        "torchscript; pt2: torch.export")
+                        "torchscript; torch-int8: TorchScript of timm's MlpMixer with these weights under torch.ao "
+                        "dynamic int8; pt2: torch.export")
     parser.add_argument("--out", required=True, help="the file to write; its preprocessing goes to OUT.json")
     parser.add_argument("--img-size", type=int, help="export at another input size (default: the weights')")
     parser.add_argument("--num-classes", type=int, help="another class count (a new, zero head)")

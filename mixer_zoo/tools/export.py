@@ -27,6 +27,7 @@ from .._version import __version__
 from ..formats.keys import CorruptFileError, PathLike
 from ..util.files import atomic_copy, atomic_write_text
 from ..util.report import first_line
+from .quantize import write_torch_int8
 
 FORMATS = {
     "onnx": "float32 ONNX, dynamic batch (onnxruntime, OpenVINO)",
@@ -34,11 +35,13 @@ FORMATS = {
     "int8-static": "ONNX QDQ int8: int8 weights, activation ranges calibrated on --calibration images "
                    "(onnxruntime's static quantization; OpenVINO runs it in int8 too)",
     "torchscript": "TorchScript (torch.jit.load, libtorch)",
+    "torch-int8": "TorchScript of timm's MlpMixer holding these weights under torch.ao dynamic int8 (fbgemm)",
     "pt2": "torch.export ExportedProgram (torch.export.load)",
 }
-SUFFIXES = {"onnx": ".onnx", "int8": ".onnx", "int8-static": ".onnx", "torchscript": ".pt", "pt2": ".pt2"}
+SUFFIXES = {"onnx": ".onnx", "int8": ".onnx", "int8-static": ".onnx", "torchscript": ".pt", "torch-int8": ".pt",
+            "pt2": ".pt2"}
 ONNX_FORMATS = ("onnx", "int8", "int8-static")
-INT8_FORMATS = ("int8", "int8-static")
+INT8_FORMATS = ("int8", "int8-static", "torch-int8")
 RUNTIMES_OF = {"onnx": ["onnxruntime", "openvino"], "int8": ["onnxruntime", "openvino"], "int8-static": ["onnxruntime"]}
 """Where each format is known to compute the model's function. OpenVINO 2026.4 runs the static QDQ graph but
 gets it wrong (23 % top-1 agreement with fp32 on real CIFAR-10 images, per-channel or per-tensor), so it is
@@ -234,6 +237,11 @@ def export_model(model: nn.Module, out: PathLike, fmt: str, force: bool = False,
                 (tmp / "fp32.onnx").rename(made)
         elif fmt == "torchscript":
             write_torchscript(model, made)
+        elif fmt == "torch-int8":
+            write_torch_int8(model, made, _sample(model))
+            record["quantization"] = dict(library=f"torch {torch.__version__} (torch.ao, fbgemm)", method="dynamic",
+                                          model="timm MlpMixer with these weights", weights="int8 per tensor",
+                                          activations="quantized per batch at run time")
         else:
             write_pt2(model, made)
         record["check"] = check_against_eager(model, made, fmt)
@@ -349,7 +357,7 @@ def open_exported(path: PathLike, fmt: Optional[str] = None, runtime: str = "onn
     if fmt not in FORMATS:
         raise ValueError(f"{path}: cannot tell the export format (no record, suffix {Path(path).suffix!r})")
     try:
-        module = torch.jit.load(str(path)) if fmt == "torchscript" else torch.export.load(str(path)).module()
+        module = torch.export.load(str(path)).module() if fmt == "pt2" else torch.jit.load(str(path))
     except Exception as e:  # torch raises many types for a damaged archive
         raise CorruptFileError(f"{path}: not a loadable {fmt} file: {first_line(e)}") from None
 

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..formats.keys import PathLike
+from .quantize import torch_dynamic_int8
 from .sessions import RUNTIMES, open_onnx
 
 class RuntimeModel(nn.Module):
@@ -23,18 +24,6 @@ class RuntimeModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.run(x.numpy()))
-
-
-def torch_dynamic_int8(model: nn.Module) -> nn.Module:
-    """PyTorch's own dynamic int8 (``torch.ao`` ``quantize_dynamic`` of every ``nn.Linear``): what a timm
-    ``MlpMixer`` user gets in one line. Our ``Mixer`` reads its weights in its own GEMMs, so it is quantized
-    through ONNX instead."""
-    import copy
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization announces its deprecation in favour of torchao
-        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear}, dtype=torch.qint8)
 
 
 def parse_deployments(dtype: str, runtimes: str) -> List[Tuple[str, str]]:
