@@ -12,12 +12,12 @@ ATen, oneDNN and MKL capped at AVX2, so an AVX-512 machine measures the AVX2 cod
 """
 import argparse
 import os
-import re
 from pathlib import Path
 
 from mixer_zoo.tools.bench import benchmark_architecture, load_time_vs_timm
 from mixer_zoo.tools.plots import plot_results
-from mixer_zoo.util.hardware import ISA_CAPS, cpu_isa, cpu_model_name, matmul_peak_flops, reexec_with_isa_cap
+from mixer_zoo.util.hardware import (ISA_CAPS, cpu_isa, cpu_model_name, machine_folder_name, matmul_peak_flops,
+                                     reexec_with_isa_cap)
 from mixer_zoo.util.report import format_table, write_csv, write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -40,8 +40,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(min(torch.get_num_threads(), 16))
-    machine = re.sub(r"[^a-z0-9]+", "-", f"{cpu_model_name()} {cpu_isa()} {torch.get_num_threads()}t".lower()).strip("-")
-    out = RESULTS / machine
+    out = RESULTS / machine_folder_name()
     peak = matmul_peak_flops(torch.device("cpu"), torch.float32)
     print(f"{cpu_model_name()} ({cpu_isa()}, torch CPU capability {torch.backends.cpu.get_cpu_capability()}): "
           f"fp32 matmul peak {peak / 1e9:.0f} GFLOP/s")

@@ -37,6 +37,7 @@ SUBCOMMANDS = {
     "convert-all": ("mixer_zoo.cli.convert_all", "convert (and publish) every manifest tag, skipping what is up to date"),
     "cache": ("mixer_zoo.cli.cache", "verify or clean every cached copy of a tag's files (Hub snapshot, download)"),
     "timm": ("mixer_zoo.cli.timm_scripts", "run timm's own train.py / validate.py / inference.py / benchmark.py with the zoo's models registered"),
+    "export": ("mixer_zoo.cli.export", "export a tag or converted folder to ONNX, int8 ONNX, TorchScript or pt2, preprocessing recorded beside it"),
 }
 
 

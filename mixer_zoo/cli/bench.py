@@ -3,14 +3,20 @@ from __future__ import annotations
 
 import argparse
 
-DTYPE_NAMES = ("bf16", "fp32")
+DTYPE_NAMES = ("bf16", "fp32", "int8", "int8-static")
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", default="mixer_s32_zoo,mixer_b16_zoo",
                         help="comma-separated architectures, or 'all' (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda[:N]")
-    parser.add_argument("--dtype", default="fp32", choices=DTYPE_NAMES, help="bf16 runs under autocast")
+    parser.add_argument("--dtype", default="fp32", choices=DTYPE_NAMES,
+                        help="bf16 runs under autocast; int8 adds ours quantized (in --runtime, default "
+                        "onnxruntime) and timm's under torch.ao dynamic int8 beside the fp32 eager models; int8-static: ours calibrated "
+                        "(on random images here: speed only)")
+    parser.add_argument("--runtime", default="eager",
+                        help="comma-separated: eager, onnxruntime, openvino; each adds ours exported to ONNX and "
+                        "run there, in the same interleaved run as the eager models (inference only)")
     parser.add_argument("--compile", action="store_true", help="torch.compile every implementation")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--train-batch-size", type=int, default=None, help="default: --batch-size")
@@ -39,17 +45,19 @@ def run(args: argparse.Namespace) -> int:
     from ..tools.bench import (benchmark_manifest_updates, benchmark_models, load_time_vs_timm, parse_model_list,
                                summary_table)
     from ..tools.plots import plot_results
+    from ..tools.runtimes import parse_deployments
     from ..util.report import format_table, write_csv, write_json
     from ..weights.manifest import update_measured_metrics
 
     names = parse_model_list(args.models)
+    deployed = parse_deployments(args.dtype, args.runtime)
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = benchmark_models(names, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
                             warmup=args.warmup, repeats=args.repeats, compile=args.compile, train=not args.no_train,
                             timm_twin=not args.no_timm, mmpretrain=args.mmpretrain,
                             train_batch_size=args.train_batch_size, act_layer=args.act_layer,
-                            cpu_path=args.cpu_path)
+                            cpu_path=args.cpu_path, deployed=deployed)
     print(f"mixer-zoo bench on {rows[0]['hardware']}: {args.dtype}, batch {args.batch_size}, "
           f"median of {args.repeats} alternating repeats")
     print(summary_table(rows))

@@ -6,9 +6,10 @@ first call for each device, dtype, shape and GELU, not by guessing from the ISA.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from typing import Dict, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -82,3 +83,22 @@ def channel_path(y: torch.Tensor, x: torch.Tensor, fc1: nn.Linear, fc2: nn.Linea
 def chosen_paths() -> Dict[Tuple[str, str, int, int, int, str], str]:
     """The choices measured so far in this process (benchmarks report them)."""
     return dict(_CHOSEN_PATH)
+
+
+@contextlib.contextmanager
+def forced_cpu_path(path: Optional[str]) -> Iterator[None]:
+    """Run a block with ``$MIXER_ZOO_CPU_PATH`` set to ``path`` (None: leave the measured choice)."""
+    if path is None:
+        yield
+        return
+    if path not in CPU_PATHS:
+        raise ValueError(f"cpu path must be auto, fused or plain, got {path!r}")
+    old = os.environ.get(PATH_ENV)
+    os.environ[PATH_ENV] = path
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(PATH_ENV, None)
+        else:
+            os.environ[PATH_ENV] = old

@@ -1,9 +1,10 @@
 """``mixer-zoo bench``: parameters, FLOPs, throughput and memory per variant, side by side with timm.
 
 Every figure for our model is measured in the same process as the figures for timm's own ``MlpMixer``
-(and mmpretrain's ``MlpMixer`` when asked) holding the *same weights*. Timed steps alternate between the
-implementations, repeat after repeat, because this kind of machine drifts by +-15 % between runs; the
-speed-up is the median of the per-repeat ratios, so drift that hits both sides of a pair cancels.
+(and, when asked, mmpretrain's ``MlpMixer``, our model exported to onnxruntime / OpenVINO, int8 models) holding
+the *same weights*. Timed steps alternate between the implementations, repeat after repeat, because this kind
+of machine drifts by +-15 % between runs; the speed-up is the median of the per-repeat ratios, so drift that
+hits both sides of a pair cancels.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -24,16 +25,19 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..formats.mmpretrain_layout import timm_to_stock_classifier
 from ..model.architectures import ARCHITECTURES, TIMM_EQUIVALENTS
-from ..model.kernels import CPU_PATHS, PATH_ENV, chosen_paths
+from ..model.kernels import PATH_ENV, chosen_paths, forced_cpu_path  # noqa: F401  (re-exported)
 from ..util.hardware import PeakMemory, cpu_isa, hardware_name, matmul_peak_flops, resolve_device, sync
 from ..util.report import format_table
 from ..weights.manifest import weights_entries
+from .runtimes import deployed_models, weight_bytes
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32,
+          "int8-static": torch.float32}
+"""Autocast dtype of the eager contenders (int8 runs time fp32 eager models beside the quantized ones)."""
 
 SUMMARY_COLUMNS = (
-    "model", "impl", "cpu_path", "param_count", "infer_gmacs", "infer_batch_size", "infer_samples_per_sec",
-    "infer_step_time", "speedup_vs_timm", "train_samples_per_sec", "train_speedup_vs_timm",
+    "model", "impl", "runtime", "dtype", "cpu_path", "param_count", "infer_gmacs", "infer_batch_size",
+    "infer_samples_per_sec", "infer_step_time", "speedup_vs_timm", "train_samples_per_sec", "train_speedup_vs_timm",
     "infer_mfu", "infer_peak_mem_mb", "train_peak_mem_mb",
 )
 """The columns of the terminal table (``--json``/``--csv`` carry every field)."""
@@ -69,6 +73,8 @@ class Contender:
     model_name: str
     module: nn.Module
     forward: Callable[[torch.Tensor], torch.Tensor]
+    runtime: str = "eager"  # or the runtime of an exported file: "onnxruntime", "openvino"
+    dtype: Optional[str] = None  # None: the run's dtype
 
 
 def build_mmpretrain_mixer(arch: str, num_classes: int = 1000) -> nn.Module:
@@ -174,7 +180,7 @@ def _phase(contenders: List[Contender], make_step: Callable[[Contender], Callabl
     for c, step in zip(contenders, steps):
         with PeakMemory(device) as mem:  # the first warm-up call includes one-time allocations
             step()
-        param_bytes = sum(p.numel() * p.element_size() for p in c.module.parameters())
+        param_bytes = weight_bytes(c.module)
         peaks.append(None if mem.extra_bytes is None else (param_bytes + mem.extra_bytes) / 2 ** 20)
         for _ in range(warmup - 1):
             step()
@@ -191,39 +197,25 @@ def benchmark_architecture(arch: str, device: str = "auto", dtype: str = "fp32",
                            warmup: int = 2, repeats: int = 5, compile: bool = False, train: bool = True,
                            timm_twin: bool = True, mmpretrain: bool = False, train_batch_size: Optional[int] = None,
                            peak_flops: Optional[float] = None, progress: bool = True, act_layer: str = "gelu",
-                           cpu_path: Optional[str] = None) -> List[Dict[str, Any]]:
+                           cpu_path: Optional[str] = None, deployed: Sequence[Any] = ()) -> List[Dict[str, Any]]:
     """One result row per implementation of ``arch`` (ours first), with timm's results-CSV names.
 
     ``cpu_path`` (``fused``/``plain``) forces our channel-mixing kernel for the whole run, so both paths
-    can be shown on one machine; by default the measured choice runs and the row names it."""
+    can be shown on one machine; by default the measured choice runs and the row names it. ``deployed``
+    adds ours exported to each ``(runtime, dtype)`` (e.g. ``("onnxruntime", "int8")``): inference only."""
     if dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if batch_size < 1 or warmup < 1 or repeats < 1:
         raise ValueError("batch size, warm-up and repeats must all be at least 1")
     dev = resolve_device(device)
     contenders = build_contenders(arch, dev, timm_twin=timm_twin, mmpretrain=mmpretrain, act_layer=act_layer)
+    twin = next((c for c in contenders if c.impl == "timm"), None)
+    contenders += [Contender(impl, (twin if impl == "timm" else contenders[0]).model_name, m, m, runtime, kind)
+                   for impl, runtime, kind, m in deployed_models(contenders[0].module, twin and twin.module, deployed)]
+    train = train and not deployed and not dtype.startswith("int8")
     with forced_cpu_path(cpu_path):
         return _benchmark_contenders(arch, dev, contenders, dtype, batch_size, warmup, repeats, compile, train,
                                      train_batch_size, peak_flops, progress, act_layer)
-
-
-@contextlib.contextmanager
-def forced_cpu_path(path: Optional[str]) -> Iterator[None]:
-    """Run a block with ``$MIXER_ZOO_CPU_PATH`` set to ``path`` (None: leave the measured choice)."""
-    if path is None:
-        yield
-        return
-    if path not in CPU_PATHS:
-        raise ValueError(f"cpu path must be auto, fused or plain, got {path!r}")
-    old = os.environ.get(PATH_ENV)
-    os.environ[PATH_ENV] = path
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(PATH_ENV, None)
-        else:
-            os.environ[PATH_ENV] = old
 
 
 def _benchmark_contenders(arch: str, dev: torch.device, contenders: List[Contender], dtype: str, batch_size: int,
@@ -233,7 +225,7 @@ def _benchmark_contenders(arch: str, dev: torch.device, contenders: List[Contend
 
     if compile:
         for c in contenders:
-            c.forward = torch.compile(c.forward)
+            c.forward = torch.compile(c.forward) if c.runtime == "eager" and c.dtype is None else c.forward
     low = DTYPES[dtype]
     autocast = (lambda: torch.autocast(dev.type, dtype=low)) if low != torch.float32 else contextlib.nullcontext
     img_size = contenders[0].module.stem.img_size[0]
@@ -256,14 +248,15 @@ def _benchmark_contenders(arch: str, dev: torch.device, contenders: List[Contend
             trained = _phase(contenders, lambda c: _training_step(c, xt, target, autocast), dev, warmup, repeats,
                              bar)
     hardware = hardware_name(dev)
+    params = sum(p.numel() for p in contenders[0].module.parameters())  # every contender holds the same weights
     rows = []
     for i, c in enumerate(contenders):
         step = infer[i]["step_s"]
         row: Dict[str, Any] = dict(
-            model=c.model_name, impl=c.impl, arch=arch, device=dev.type, dtype=dtype, compiled=compile,
-            act_layer=act_layer, cpu_path=_path_taken(c, dev, dtype) if c.impl == "mixer_zoo" else "-",
-            isa=cpu_isa() if dev.type == "cpu" else "-",
-            param_count=sum(p.numel() for p in c.module.parameters()),
+            model=c.model_name, impl=c.impl, runtime=c.runtime, arch=arch, device=dev.type,
+            dtype=c.dtype or ("fp32" if dtype.startswith("int8") else dtype), compiled=compile and c.runtime == "eager",
+            act_layer=act_layer, isa=cpu_isa() if dev.type == "cpu" else "-", param_count=params,
+            cpu_path=_path_taken(c, dev, dtype) if (c.impl, c.runtime) == ("mixer_zoo", "eager") else "-",
             infer_gmacs=round(macs / 1e9, 3), infer_gflops=round(2 * macs / 1e9, 3),
             infer_batch_size=batch_size, infer_img_size=img_size,
             infer_samples_per_sec=round(batch_size / step, 3), infer_step_time=round(step * 1e3, 2),
@@ -293,7 +286,7 @@ def _benchmark_contenders(arch: str, dev: torch.device, contenders: List[Contend
 def _path_taken(c: Contender, dev: torch.device, dtype: str) -> str:
     """Which channel-mixing kernel our model ran: forced, or what the measurement chose for this run."""
     forced = os.environ.get(PATH_ENV, "auto")
-    if dev.type != "cpu" or dtype != "fp32":
+    if dev.type != "cpu" or dtype not in ("fp32", "int8", "int8-static"):
         return "plain"
     if forced != "auto":
         return forced
@@ -390,7 +383,7 @@ def benchmark_manifest_updates(rows: Sequence[Dict[str, Any]], path: Optional[Pa
               "device", "dtype", "compiled", "hardware", "date")
     updates: Dict[str, Dict[str, Dict[str, Any]]] = {}
     for row in rows:
-        if row["impl"] != "mixer_zoo":
+        if (row["impl"], row.get("runtime", "eager")) != ("mixer_zoo", "eager"):
             continue
         for key, entry in weights_entries(path).items():
             if entry["architecture"] == row["arch"]:

@@ -19,14 +19,14 @@ def plot_results(rows: Sequence[Dict[str, Any]], path: str, y: str = "infer_samp
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FormatStrFormatter, FuncFormatter
 
-    impls = list(dict.fromkeys(r.get("impl", "mixer_zoo") for r in rows))
+    impls = list(dict.fromkeys(contender_label(r) for r in rows))
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     if len({r.get("arch", r["model"]) for r in rows}) == 1 and y == "infer_samples_per_sec":
         _throughput_bars(ax, rows)
     else:
         markers = {"mixer_zoo": "o", "timm": "s", "mmpretrain": "^"}
         for impl in impls:
-            sel = [r for r in rows if r.get("impl", "mixer_zoo") == impl and r.get(x) is not None and r.get(y) is not None]
+            sel = [r for r in rows if contender_label(r) == impl and r.get(x) is not None and r.get(y) is not None]
             ax.scatter([r[x] for r in sel], [r[y] for r in sel], marker=markers.get(impl, "x"), s=50, label=impl)
             if impl == "mixer_zoo":  # neighbours' labels sit at two distances up-right, so they never cross
                 offsets = [((10, 8), "left"), ((22, 26), "left")]
@@ -47,6 +47,41 @@ def plot_results(rows: Sequence[Dict[str, Any]], path: str, y: str = "infer_samp
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
     ax.set_title(title or f"{y} vs {x}", fontsize=9)
+    save_figure(fig, path)
+
+
+def contender_label(row: Dict[str, Any]) -> str:
+    """``impl``, plus the runtime and dtype when they are not the eager model in the run's dtype."""
+    extra = [row[k] for k in ("runtime",) if row.get(k, "eager") != "eager"]
+    extra += [row["dtype"]] if row.get("dtype") == "int8" else []
+    return " ".join([row.get("impl", "mixer_zoo"), *extra])
+
+
+def plot_accuracy_vs_throughput(rows: Sequence[Dict[str, Any]], path: str, title: str = "",
+                                x: str = "infer_samples_per_sec", y: str = "top1") -> None:
+    """PNG of accuracy against throughput, one labelled point per deployment path (atomically written)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from matplotlib.ticker import FormatStrFormatter
+
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+    for i, r in enumerate(sorted(rows, key=lambda r: -r[x])):  # points too close to label in place: a legend
+        marker = "s" if r.get("impl") == "timm" else ("D" if r.get("dtype") == "int8" else "o")
+        note = f", agreement {r['agreement']:.2f}%" if r.get("agreement") is not None else ""
+        ax.scatter([r[x]], [r[y]], marker=marker, s=55, color=f"C{i % 10}",
+                   label=f"{r['path']}: {r[y]:.2f}%{note}, {r[x]:.4g}/s")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.set_xlabel(f"{x} (median, interleaved)")
+    ax.set_ylabel(f"{y} (%)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    ax.set_title(title or f"{y} vs {x}", fontsize=8)
     save_figure(fig, path)
 
 
@@ -82,7 +117,7 @@ def _throughput_bars(ax: Any, rows: Sequence[Dict[str, Any]]) -> None:
     for i, r in enumerate(rows):
         values = [r[f"{p}_samples_per_sec"] for p in phases]
         xs = [j + (i - (len(rows) - 1) / 2) * width for j in range(len(phases))]
-        bars = ax.bar(xs, values, width, label=r["model"])
+        bars = ax.bar(xs, values, width, label=f"{r['model']} {contender_label(r)}")
         for bar, p in zip(bars, phases):
             ratio = r.get("speedup_vs_timm" if p == "infer" else "train_speedup_vs_timm")
             label = f"{bar.get_height():.3g}" + (f"\nx{ratio:.2f} timm" if ratio else "")

@@ -9,6 +9,7 @@ import ctypes
 import gc
 import os
 import platform
+import re
 import sys
 import time
 from typing import Optional
@@ -90,6 +91,12 @@ def reexec_with_isa_cap(isa: Optional[str]) -> None:
     env = dict(os.environ, **ISA_CAPS[isa])
     argv = getattr(sys, "orig_argv", None) or [sys.executable] + sys.argv  # orig_argv keeps ``-m module``
     os.execve(sys.executable, [sys.executable] + argv[1:], env)
+
+
+def machine_folder_name() -> str:
+    """``<cpu model>-<isa>-<threads>t`` as a folder name: results from different CPUs sit side by side."""
+    name = f"{cpu_model_name()} {cpu_isa()} {torch.get_num_threads()}t".lower()
+    return re.sub(r"[^a-z0-9]+", "-", name).strip("-")
 
 
 def hardware_name(device: torch.device) -> str:
