@@ -12,7 +12,6 @@ import time
 from typing import Dict, Iterator, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
