@@ -49,19 +49,26 @@ def channel_mlp_fused(y: torch.Tensor, x: torch.Tensor, w1: torch.Tensor, b1: to
     return torch.ops.mkldnn._linear_pointwise.binary(h, x, w2, b2, "add")
 
 
+def fixed_path(device_type: str, dtype: torch.dtype) -> Optional[str]:
+    """The kernel when nothing is to be timed: ``plain`` where the fused op cannot run (no oneDNN op, not a
+    float32 CPU tensor), else the one ``$MIXER_ZOO_CPU_PATH`` forces; None when ``auto`` must measure."""
+    forced = os.environ.get(PATH_ENV, "auto")
+    if forced not in CPU_PATHS:
+        raise ValueError(f"${PATH_ENV} must be auto, fused or plain, got {forced!r}")
+    if not _FUSED_AVAILABLE or device_type != "cpu" or dtype != torch.float32:
+        return "plain"
+    return None if forced == "auto" else forced
+
+
 def channel_path(y: torch.Tensor, x: torch.Tensor, fc1: nn.Linear, fc2: nn.Linear, approximate: str) -> str:
     """``fused`` or ``plain``: whichever is faster *here*, timed once per device, dtype, shape and GELU.
 
     oneDNN's fused kernels win on AVX-512 CPUs and lose on AVX2-only ones (measured on both), so the choice
     cannot be made from the ISA name alone; ``$MIXER_ZOO_CPU_PATH`` forces one for benchmarks.
     """
-    forced = os.environ.get(PATH_ENV, "auto")
-    if forced not in CPU_PATHS:
-        raise ValueError(f"${PATH_ENV} must be auto, fused or plain, got {forced!r}")
-    if not _FUSED_AVAILABLE or y.device.type != "cpu" or y.dtype != torch.float32:
-        return "plain"
-    if forced != "auto":
-        return forced
+    fixed = fixed_path(y.device.type, y.dtype)
+    if fixed is not None:
+        return fixed
     key = (str(y.device), str(y.dtype), y.shape[0], y.shape[1], fc1.out_features, approximate)
     if key not in _CHOSEN_PATH:
         weights = (fc1.weight, fc1.bias, fc2.weight, fc2.bias, approximate)

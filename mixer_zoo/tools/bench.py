@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import gc
-import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..formats.mmpretrain_layout import timm_to_stock_classifier
 from ..model.architectures import ARCHITECTURES, TIMM_EQUIVALENTS
-from ..model.kernels import PATH_ENV, chosen_paths, forced_cpu_path  # noqa: F401  (re-exported)
+from ..model.kernels import chosen_paths, fixed_path, forced_cpu_path  # noqa: F401  (forced_cpu_path re-exported)
 from ..util.hardware import PeakMemory, cpu_isa, hardware_name, matmul_peak_flops, resolve_device, sync
 from ..util.report import format_table
 from ..weights.manifest import weights_entries
@@ -256,7 +255,7 @@ def _benchmark_contenders(arch: str, dev: torch.device, contenders: List[Contend
             model=c.model_name, impl=c.impl, runtime=c.runtime, arch=arch, device=dev.type,
             dtype=c.dtype or ("fp32" if dtype.startswith("int8") else dtype), compiled=compile and c.runtime == "eager",
             act_layer=act_layer, isa=cpu_isa() if dev.type == "cpu" else "-", param_count=params,
-            cpu_path=_path_taken(c, dev, dtype) if (c.impl, c.runtime) == ("mixer_zoo", "eager") else "-",
+            cpu_path=_path_taken(c, dev, dtype, batch_size) if (c.impl, c.runtime) == ("mixer_zoo", "eager") else "-",
             infer_gmacs=round(macs / 1e9, 3), infer_gflops=round(2 * macs / 1e9, 3),
             infer_batch_size=batch_size, infer_img_size=img_size,
             infer_samples_per_sec=round(batch_size / step, 3), infer_step_time=round(step * 1e3, 2),
@@ -283,15 +282,14 @@ def _benchmark_contenders(arch: str, dev: torch.device, contenders: List[Contend
     return rows
 
 
-def _path_taken(c: Contender, dev: torch.device, dtype: str) -> str:
-    """Which channel-mixing kernel our model ran: forced, or what the measurement chose for this run."""
-    forced = os.environ.get(PATH_ENV, "auto")
-    if dev.type != "cpu" or dtype not in ("fp32", "int8", "int8-static"):
-        return "plain"
-    if forced != "auto":
-        return forced
-    width = c.module.embed_dim
-    taken = {path for key, path in chosen_paths().items() if key[3] == width}
+def _path_taken(c: Contender, dev: torch.device, dtype: str, batch_size: int) -> str:
+    """Which channel-mixing kernel our model ran: the fixed one, or what the measurement chose for its shape."""
+    eager_dtype = torch.float32 if dtype in ("fp32", "int8", "int8-static") else torch.bfloat16  # int8: ours is fp32
+    fixed = fixed_path(dev.type, eager_dtype)
+    if fixed is not None:
+        return fixed
+    shape = (batch_size * c.module.stem.num_patches, c.module.embed_dim)
+    taken = {path for key, path in chosen_paths().items() if key[2:4] == shape}
     return "+".join(sorted(taken)) or "plain"
 
 
