@@ -14,7 +14,7 @@ import argparse
 import os
 from pathlib import Path
 
-from mixer_zoo.tools.bench import benchmark_architecture, load_time_vs_timm
+from mixer_zoo.tools.bench import LOAD_TIME_COLUMNS, benchmark_architecture, load_time_vs_timm
 from mixer_zoo.tools.plots import plot_results
 from mixer_zoo.util.hardware import (ISA_CAPS, cpu_isa, cpu_model_name, machine_folder_name, matmul_peak_flops,
                                      reexec_with_isa_cap)
@@ -70,7 +70,7 @@ def main() -> None:
                      title=f"{cpu_model_name()} ({cpu_isa()})")
     loads = [load_time_vs_timm(a) for a in args.load_models.split(",") if a]
     if loads:
-        print(format_table(loads, ["model", "timm_model", "file_mb", "load_s", "timm_load_s", "load_time_vs_timm"]))
+        print(format_table(loads, LOAD_TIME_COLUMNS))
         write_json(out / "load_time.json", loads)
     print(f"wrote {out}")
 

@@ -1,9 +1,23 @@
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 import mixer_zoo  # noqa: F401  (registers the models with timm)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_zoo_cache(tmp_path_factory):
+    """Tests (and the processes they start) never write into the user's mixer-zoo cache: digest memo, locks,
+    generated mmpretrain model index."""
+    saved = os.environ.get("MIXER_ZOO_CACHE")
+    os.environ["MIXER_ZOO_CACHE"] = str(tmp_path_factory.mktemp("mixer-zoo-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("MIXER_ZOO_CACHE", None)
+    else:
+        os.environ["MIXER_ZOO_CACHE"] = saved
 
 
 @pytest.fixture(autouse=True)

@@ -42,8 +42,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..tools.bench import (benchmark_manifest_updates, benchmark_models, load_time_vs_timm, parse_model_list,
-                               summary_table)
+    from ..tools.bench import (LOAD_TIME_COLUMNS, benchmark_manifest_updates, benchmark_models, load_time_vs_timm,
+                               parse_model_list, summary_table)
     from ..tools.plots import plot_results
     from ..tools.runtimes import parse_deployments
     from ..util.report import format_table, write_csv, write_json
@@ -63,11 +63,11 @@ def run(args: argparse.Namespace) -> int:
     print(summary_table(rows))
     if args.load_time:
         loads = [load_time_vs_timm(name) for name in names]
-        print(format_table(loads, ["model", "timm_model", "file_mb", "load_s", "timm_load_s", "load_time_vs_timm"]))
+        print(format_table(loads, LOAD_TIME_COLUMNS))
         by_arch = {r["model"]: r for r in loads}
         for row in rows:
             if row["impl"] == "mixer_zoo" and row["arch"] in by_arch:
-                row.update(load_s=by_arch[row["arch"]]["load_s"], timm_load_s=by_arch[row["arch"]]["timm_load_s"])
+                row.update({k: by_arch[row["arch"]][k] for k in ("first_load_s", "load_s", "timm_load_s")})
     if args.json:
         write_json(args.json, rows)
     if args.csv:

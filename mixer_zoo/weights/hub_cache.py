@@ -12,8 +12,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 from ..model.resolution import expand_to_model
 from ..util.report import error_summary, first_line
-from .download import sha256_of
-from .integrity import IntegrityError, content_sha256, verify_config
+from .digest_memo import file_digests
+from .integrity import CONTENT_KEY, IntegrityError, check_config_pairing, config_record, read_safetensors_header
 from .manifest import entry_for_hub_id, manifest_path
 
 PathLike = Union[str, Path]
@@ -32,6 +32,14 @@ NEEDED_TO_LOAD = (CONFIG_FILE, WEIGHTS_FILE)
 
 class WeightsError(RuntimeError):
     """Pretrained weights are missing or are not the ones the manifest describes."""
+
+
+class ManifestMismatch(IntegrityError):
+    """The whole file's sha256 is not the one expected (``got`` holds what it is)."""
+
+    def __init__(self, message: str, got: str) -> None:
+        super().__init__(message)
+        self.got = got
 
 
 def _split_revision(hub_id: str) -> tuple:
@@ -59,17 +67,32 @@ def recovery_hint(name: str, repo: Optional[str] = None, folder: Optional[PathLi
     return "replace the file with an intact copy"
 
 
-def check_weights_file(path: PathLike, config: Optional[PathLike] = None) -> Dict[str, Any]:
-    """Check a ``model.safetensors`` against its own content record and ``config`` (the ``config.json`` that
-    goes with it, when there is one) against its record; returns what was checked.
+def check_weights_file(path: PathLike, config: Optional[PathLike] = None, want_sha256: Optional[str] = None,
+                       use_memo: Optional[bool] = False) -> Dict[str, Any]:
+    """Check a ``model.safetensors`` against every record there is: ``want_sha256`` (the manifest's, for the
+    whole file), its own content record, and the record of ``config`` (the ``config.json`` that goes with it,
+    when there is one); returns what was checked. The file is read only when some record needs a digest, and
+    with ``use_memo`` not even then if it was hashed before in its current state
+    (:mod:`mixer_zoo.weights.digest_memo`; ``None``: unless ``$MIXER_ZOO_VERIFY=always``).
 
     Raises :class:`~mixer_zoo.weights.integrity.IntegrityError` naming the file."""
-    computed, recorded = content_sha256(path)
+    header, _ = read_safetensors_header(path)
+    recorded = (header.get("__metadata__") or {}).get(CONTENT_KEY)
+    recorded = recorded if isinstance(recorded, str) else None
+    record = config_record(config) if config and Path(config).is_file() else None
+    digests, from_memo = file_digests(path, sha256=bool(want_sha256), content=bool(recorded or record),
+                                      use_memo=use_memo)
+    computed = digests.get("content_sha256")
+    if want_sha256 and digests["sha256"] != want_sha256:
+        raise ManifestMismatch(f"{path}: sha256 mismatch: got {digests['sha256']}, expected {want_sha256}",
+                               got=digests["sha256"])
     if recorded is not None and recorded != computed:
         raise IntegrityError(f"{path}: content sha256 mismatch: the file records {recorded}, its bytes give "
                              f"{computed} (corrupted after it was written)")
-    config_checked = bool(config) and Path(config).is_file() and verify_config(config, computed)
-    return dict(file=str(path), content_sha256=computed, recorded=recorded is not None, config=config_checked)
+    if record is not None:
+        check_config_pairing(config, record, computed)
+    return dict(file=str(path), content_sha256=computed, sha256=digests.get("sha256"), recorded=recorded is not None,
+                config=record is not None, from_memo=from_memo)
 
 
 def _locate(cfg: Mapping[str, Any], cache_dir: Optional[PathLike]) -> Optional[tuple]:
@@ -104,17 +127,18 @@ def verify_loaded_weights(cfg: Mapping[str, Any], name: str, cache_dir: Optional
                            f"the download; load it again (online), or pass pretrained_cfg_overlay=dict(file=PATH)")
     if weights is None or weights.suffix != ".safetensors" or not weights.is_file():
         return None  # timm loads another file (or fails on its own); nothing of ours to check
+    want = None
     if repo:
         entry = entry_for_hub_id(repo, manifest)
         want = entry and entry["converted"]["sha256"]
-        got = sha256_of(weights) if want else None
-        if want and got != want:
-            raise WeightsError(
-                f"{name}: sha256 mismatch for {weights} (hf-hub repo {repo}): got {got}, the manifest "
-                f"{manifest_path(manifest)} expects {want}; the cached file is corrupted or from another release: "
-                f"delete that snapshot (`mixer-zoo cache clean {name}` or `hf cache delete`) and load again online")
     try:
-        check_weights_file(weights, config)
+        check_weights_file(weights, config, want_sha256=want or None, use_memo=None)
+    except ManifestMismatch as e:
+        raise WeightsError(
+            f"{name}: sha256 mismatch for {weights} (hf-hub repo {repo}): got {e.got}, the manifest "
+            f"{manifest_path(manifest)} expects {want}; the cached file is corrupted or from another release: "
+            f"delete that snapshot (`mixer-zoo cache clean {name}` or `hf cache delete`) and load again online") \
+            from None
     except IntegrityError as e:
         where = f" (hf-hub repo {repo})" if repo else ""
         raise WeightsError(f"{name}: {e}{where}; {recovery_hint(name, repo, folder)}") from None

@@ -122,9 +122,9 @@ def seal_config(config: Dict[str, Any], weights_content_sha256: str) -> Dict[str
     return config
 
 
-def verify_config(path: PathLike, weights_content: Optional[str]) -> bool:
-    """Check ``config.json`` against its own record and against the weights' content sha256; False when it has
-    no record. Raises :class:`IntegrityError` naming the file."""
+def config_record(path: PathLike) -> Optional[Dict[str, Any]]:
+    """The integrity record of ``config.json``, checked against the file's own content; None when it has none.
+    Raises :class:`IntegrityError` naming the file."""
     path = Path(path)
     try:
         config = json.loads(path.read_bytes().decode("utf-8"))
@@ -134,11 +134,25 @@ def verify_config(path: PathLike, weights_content: Optional[str]) -> bool:
         raise IntegrityError(f"{path}: not a JSON object")
     record = config.get(CONFIG_KEY)
     if record is None:
-        return False
+        return None
     if not isinstance(record, dict) or record.get("config_sha256") != config_sha256(config):
         raise IntegrityError(f"{path}: config sha256 mismatch: the file differs from what was written")
+    return record
+
+
+def check_config_pairing(path: PathLike, record: Mapping[str, Any], weights_content: Optional[str]) -> None:
+    """Refuse a config whose record names other weights than ``weights_content`` (the file beside it)."""
     if weights_content is not None and record.get("weights_content_sha256") != weights_content:
         raise IntegrityError(f"{path}: belongs to other weights (records content sha256 "
                              f"{record.get('weights_content_sha256')}, the model.safetensors beside it is "
                              f"{weights_content})")
+
+
+def verify_config(path: PathLike, weights_content: Optional[str]) -> bool:
+    """Check ``config.json`` against its own record and against the weights' content sha256; False when it has
+    no record. Raises :class:`IntegrityError` naming the file."""
+    record = config_record(path)
+    if record is None:
+        return False
+    check_config_pairing(path, record, weights_content)
     return True
