@@ -14,7 +14,8 @@ import argparse
 import os
 from pathlib import Path
 
-from mixer_zoo.tools.bench import LOAD_TIME_COLUMNS, benchmark_architecture, load_time_vs_timm
+from mixer_zoo.tools.bench import benchmark_architecture
+from mixer_zoo.tools.load_time import LOAD_TIME_COLUMNS, load_time_vs_timm
 from mixer_zoo.tools.plots import plot_results
 from mixer_zoo.util.hardware import (ISA_CAPS, cpu_isa, cpu_model_name, machine_folder_name, matmul_peak_flops,
                                      reexec_with_isa_cap)

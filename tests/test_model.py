@@ -184,6 +184,8 @@ def test_inference_kernels_leave_block_inputs_and_captured_outputs_alone(path):
     from mixer_zoo.tools.bench import forced_cpu_path
 
     model = randomize_(Mixer(num_classes=10, img_size=32, patch_size=8, num_blocks=3, embed_dim=64)).eval()
+    for block in model.blocks:
+        block.chunk_bytes = 1  # one image at a time: each chunk writes into the one output tensor
     captured = []
     hooks = [b.register_forward_hook(lambda m, i, o: captured.append((i[0], i[0].clone(), o, o.clone())))
              for b in model.blocks]
@@ -197,3 +199,43 @@ def test_inference_kernels_leave_block_inputs_and_captured_outputs_alone(path):
         assert torch.equal(block_in, block_in_then) and torch.equal(block_out, block_out_then)
     with torch.enable_grad():  # the autograd path allocates every tensor afresh: the reference
         assert torch.allclose(model(images), logits, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("path", ["plain", "fused"])
+@pytest.mark.parametrize("act", ["gelu", "gelu_tanh"])
+def test_inference_in_image_chunks_gives_the_autograd_logits(path, act):
+    """A block's inference runs a few images at a time; a ragged last chunk included (5 images, 2 per chunk)."""
+    from mixer_zoo.model.kernels import forced_cpu_path
+
+    model = randomize_(Mixer(num_classes=10, img_size=32, patch_size=8, num_blocks=3, embed_dim=64,
+                             act_layer=act)).eval()
+    per_image = max(32 * 64, 16 * 256) * 4  # token hidden x width, tokens x channel hidden, float32
+    for b in model.blocks:
+        b.chunk_bytes = 2 * per_image + 100
+        assert b.images_per_chunk() == 2
+    images = torch.randn(5, 3, 32, 32)
+    with forced_cpu_path(path), torch.no_grad():
+        chunked = model(images)
+    with torch.enable_grad():
+        reference = model(images)  # timm's ops, whole batch at once
+    torch.testing.assert_close(chunked, reference, rtol=1e-5, atol=1e-5)
+    for b in model.blocks:
+        b.chunk_bytes = 1 << 40  # one chunk: the same numbers, image by image
+    with forced_cpu_path(path), torch.no_grad():
+        torch.testing.assert_close(model(images), chunked, rtol=1e-6, atol=1e-6)
+
+
+def test_fast_tanh_gelu_is_the_same_function_and_more_accurate_than_atens():
+    from mixer_zoo.model.kernels import gelu_
+
+    x = torch.linspace(-12, 12, 200_001)
+    exact = x.double() * 0.5 * (1 + torch.tanh((2 / torch.pi) ** 0.5 * (x.double() + 0.044715 * x.double() ** 3)))
+    fast = gelu_(x.clone(), "tanh").double()
+    aten = torch.nn.functional.gelu(x, approximate="tanh").double()
+    assert (fast - exact).abs().max() < 1e-6
+    ulp = exact.abs().clamp_min(1e-30) * 2.0 ** -23
+    core = x.abs() < 4
+    assert ((fast - exact).abs() / ulp)[core].max() < 32  # ATen's tanh form loses thousands of ulp below -2
+    assert ((aten - exact).abs() / ulp)[core].max() > 1000
+    erf = torch.randn(1000)
+    assert torch.equal(gelu_(erf.clone(), "none"), torch.nn.functional.gelu(erf))

@@ -42,8 +42,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..tools.bench import (LOAD_TIME_COLUMNS, benchmark_manifest_updates, benchmark_models, load_time_vs_timm,
-                               parse_model_list, summary_table)
+    from ..tools.bench import benchmark_manifest_updates, benchmark_models, parse_model_list, summary_table
+    from ..tools.load_time import LOAD_TIME_COLUMNS, load_time_vs_timm
     from ..tools.plots import plot_results
     from ..tools.runtimes import parse_deployments
     from ..util.report import format_table, write_csv, write_json

@@ -31,14 +31,25 @@ _CHOSEN_PATH: Dict[Tuple[str, str, int, int, int, str], str] = {}
 """Measured winner per (device, dtype, rows, width, hidden, GELU): filled on first use, once per process."""
 
 
+def gelu_(h: torch.Tensor, approximate: str) -> torch.Tensor:
+    """GELU in place. The tanh form as ``x * sigmoid(2u)`` (the same function, since 0.5(1 + tanh u) =
+    sigmoid(2u)) on float32 CPU: ATen's tanh kernel costs 0.8-1.4 ns per element here, this 0.4-0.7 (AVX-512,
+    AVX2), and it stays within ~12 ulp of the exact value where ATen's loses thousands to cancellation in the
+    negative tail."""
+    if approximate == "tanh" and h.dtype == torch.float32 and h.device.type == "cpu":
+        u = h.square().mul_(0.07135481627260025).add_(1.5957691216057308).mul_(h)  # 2u = 2 sqrt(2/pi) (x + 0.044715 x^3)
+        return h.mul_(u.sigmoid_())
+    return torch.ops.aten.gelu_(h, approximate=approximate)
+
+
 def channel_mlp_plain(y: torch.Tensor, x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
                       b2: torch.Tensor, approximate: str) -> torch.Tensor:
     """``x + fc2(gelu(fc1(y)))`` on ``(rows, C)`` views, written into ``x``: the residual is the second GEMM's C
     (beta=1) and GELU runs in place, so the block allocates no new buffer (page faults cost ~10% here)."""
     h = torch.addmm(b1, y, w1.t())
-    torch.ops.aten.gelu_(h, approximate=approximate)
+    gelu_(h, approximate)
     if h.dtype != w2.dtype or x.dtype != w2.dtype:  # autocast: it casts out-of-place ops only
-        return torch.addmm(x, h, w2.t()).add_(b2)
+        return x.add_(torch.addmm(b2, h, w2.t()))
     return torch.addmm(x, h, w2.t(), out=x).add_(b2)  # out=x rather than addmm_: FLOP counters see it
 
 

@@ -1,8 +1,6 @@
 """The MLP-Mixer (Tolstikhin et al., 2021), with timm's ``MlpMixer`` state-dict layout.
 
-Activations are ``(B, N, C)`` as in timm, but token mixing is ``W @ x`` batched over the images instead of a
-``Linear`` over a transposed copy, the inference residuals enter the GEMMs as their beta=1 input, and the
-channel-mixing kernel (oneDNN-fused or plain) is the one measured faster on the machine at hand. The
+Activations are ``(B, N, C)`` as in timm; how a block computes in inference is :mod:`.block`'s business. The
 parameters keep timm's names and shapes (``fc1.weight`` is ``(out, in)``), so a checkpoint loads into this
 class and into timm's alike.
 """
@@ -14,125 +12,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from torch.utils.checkpoint import checkpoint
 
-from .kernels import channel_mlp_fused, channel_mlp_plain, channel_path
-
-GELU_APPROXIMATIONS = {"gelu": "none", "gelu_tanh": "tanh"}
-"""GELU flavours by the names timm's ``get_act_layer`` and ``config.json`` use."""
-
-
-def gelu_approximation(act_layer: Union[str, type, Callable, None]) -> str:
-    """Map an ``act_layer`` (timm name, ``nn.GELU``, timm's ``GELUTanh``) to F.gelu's ``approximate``."""
-    if act_layer is None:
-        return "none"
-    if isinstance(act_layer, str):
-        if act_layer not in GELU_APPROXIMATIONS:
-            raise ValueError(f"act_layer must be one of {sorted(GELU_APPROXIMATIONS)}, got {act_layer!r}")
-        return GELU_APPROXIMATIONS[act_layer]
-    instance = act_layer() if isinstance(act_layer, type) else act_layer
-    if isinstance(instance, nn.GELU):
-        return instance.approximate
-    name = type(instance).__name__.lower()
-    if name in ("gelutanh", "gelu_tanh"):
-        return "tanh"
-    if name == "gelu":
-        return "none"
-    raise ValueError(f"the Mixer uses GELU; act_layer {act_layer!r} is not a GELU")
-
-
-def _drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Stochastic depth: zero whole samples of a residual branch, rescale the rest."""
-    if p == 0.0 or not training:
-        return x
-    keep = x.new_empty([x.shape[0]] + [1] * (x.dim() - 1)).bernoulli_(1.0 - p).div_(1.0 - p)
-    return x * keep
-
-
-def _eager_only() -> bool:
-    """True in plain eager mode: not tracing (jit, FX, export, dynamo) nor ONNX-exporting, where the fused op
-    cannot be recorded; those graphs get the plain ops, which the compilers fuse themselves."""
-    return not (torch.jit.is_tracing() or is_fx_symbolic_tracing() or torch.compiler.is_compiling()
-                or torch.onnx.is_in_onnx_export())
-
-
-class Mlp(nn.Module):
-    """Two dense layers; the parameters only (the block decides how they meet the activations)."""
-
-    def __init__(self, in_features: int, hidden_features: int, drop: float = 0.0,
-                 device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(in_features, hidden_features, device=device, dtype=dtype)
-        self.fc2 = nn.Linear(hidden_features, in_features, device=device, dtype=dtype)
-        self.drop = drop
-
-
-class MixerBlock(nn.Module):
-    """LN -> token-mixing MLP -> residual, LN -> channel-mixing MLP -> residual, on ``(B, N, C)`` as timm.
-
-    In eager inference token mixing is ``W @ x`` batched over images (no transposed copy) and the residuals
-    enter the GEMMs as their beta=1 input. Under autograd and in traced/exported graphs the block runs timm's
-    own ops (``Linear`` over the transposed tokens): its backward was measured faster than that of ``W @ x``.
-    """
-
-    def __init__(
-        self,
-        dim: int,
-        seq_len: int,
-        tokens_dim: int,
-        channels_dim: int,
-        approximate: str = "none",
-        drop: float = 0.0,
-        drop_path: float = 0.0,
-        norm_eps: float = 1e-6,
-        device: Optional[torch.device] = None,
-        dtype: Optional[torch.dtype] = None,
-    ) -> None:
-        super().__init__()
-        dd = dict(device=device, dtype=dtype)
-        self.norm1 = nn.LayerNorm(dim, eps=norm_eps, **dd)
-        self.mlp_tokens = Mlp(seq_len, tokens_dim, drop, **dd)
-        self.norm2 = nn.LayerNorm(dim, eps=norm_eps, **dd)
-        self.mlp_channels = Mlp(dim, channels_dim, drop, **dd)
-        self.approximate = approximate
-        self.drop_path = drop_path
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training or torch.is_grad_enabled():
-            return self._forward_autograd(x)
-        if not torch.jit.is_scripting():
-            if not _eager_only():
-                return self._forward_autograd(x)  # one pure-op graph for tracers, whatever the grad mode
-        return self._forward_inference(x)
-
-    def _forward_autograd(self, x: torch.Tensor) -> torch.Tensor:
-        tok, chn = self.mlp_tokens, self.mlp_channels
-        h = F.gelu(F.linear(self.norm1(x).transpose(1, 2), tok.fc1.weight, tok.fc1.bias), approximate=self.approximate)
-        h = F.dropout(h, tok.drop, self.training)
-        y = F.dropout(F.linear(h, tok.fc2.weight, tok.fc2.bias), tok.drop, self.training).transpose(1, 2)
-        x = x + _drop_path(y, self.drop_path, self.training)
-
-        h = F.gelu(F.linear(self.norm2(x), chn.fc1.weight, chn.fc1.bias), approximate=self.approximate)
-        h = F.dropout(h, chn.drop, self.training)
-        y = F.dropout(F.linear(h, chn.fc2.weight, chn.fc2.bias), chn.drop, self.training)
-        return x + _drop_path(y, self.drop_path, self.training)
-
-    def _forward_inference(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape[0], x.shape[1], x.shape[2]
-        tok, chn = self.mlp_tokens, self.mlp_channels
-        h = torch.matmul(tok.fc1.weight, self.norm1(x)).add_(tok.fc1.bias.unsqueeze(1))
-        torch.ops.aten.gelu_(h, approximate=self.approximate)
-        x = torch.baddbmm(x, tok.fc2.weight.expand(b, n, tok.fc2.weight.shape[1]), h).add_(tok.fc2.bias.unsqueeze(1))
-
-        y = self.norm2(x).view(b * n, c)
-        x = x.view(b * n, c)  # baddbmm's fresh output: the channel kernels may write into it
-        if not torch.jit.is_scripting():
-            if channel_path(y, x, chn.fc1, chn.fc2, self.approximate) == "fused":
-                return channel_mlp_fused(y, x, chn.fc1.weight, chn.fc1.bias, chn.fc2.weight, chn.fc2.bias,
-                                         self.approximate).view(b, n, c)
-        return channel_mlp_plain(y, x, chn.fc1.weight, chn.fc1.bias, chn.fc2.weight, chn.fc2.bias,
-                                 self.approximate).view(b, n, c)
+from .block import GELU_APPROXIMATIONS, MixerBlock, _eager_only, gelu_approximation  # noqa: F401  (re-exported)
 
 
 class PatchEmbed(nn.Module):

@@ -1,0 +1,158 @@
+"""One Mixer block: LayerNorm -> token-mixing MLP -> residual, LayerNorm -> channel-mixing MLP -> residual.
+
+Under autograd and in traced or exported graphs the block runs timm's own ops. In eager inference token mixing
+is ``W @ x`` batched over the images (no transposed copy), the residuals enter the GEMMs as their beta=1 input,
+the work goes a few images at a time, and the channel-mixing kernel (oneDNN-fused or plain) is the one measured
+faster on the machine at hand.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
+
+from .kernels import channel_mlp_fused, channel_mlp_plain, channel_path, gelu_
+
+BLOCK_CHUNK_BYTES = 16 << 20
+"""Inference runs a block over as many images at a time as keep either MLP's hidden activations within this."""
+GELU_APPROXIMATIONS = {"gelu": "none", "gelu_tanh": "tanh"}
+"""GELU flavours by the names timm's ``get_act_layer`` and ``config.json`` use."""
+
+
+def gelu_approximation(act_layer: Union[str, type, Callable, None]) -> str:
+    """Map an ``act_layer`` (timm name, ``nn.GELU``, timm's ``GELUTanh``) to F.gelu's ``approximate``."""
+    if act_layer is None:
+        return "none"
+    if isinstance(act_layer, str):
+        if act_layer not in GELU_APPROXIMATIONS:
+            raise ValueError(f"act_layer must be one of {sorted(GELU_APPROXIMATIONS)}, got {act_layer!r}")
+        return GELU_APPROXIMATIONS[act_layer]
+    instance = act_layer() if isinstance(act_layer, type) else act_layer
+    if isinstance(instance, nn.GELU):
+        return instance.approximate
+    name = type(instance).__name__.lower()
+    if name in ("gelutanh", "gelu_tanh"):
+        return "tanh"
+    if name == "gelu":
+        return "none"
+    raise ValueError(f"the Mixer uses GELU; act_layer {act_layer!r} is not a GELU")
+
+
+def _drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: zero whole samples of a residual branch, rescale the rest."""
+    if p == 0.0 or not training:
+        return x
+    keep = x.new_empty([x.shape[0]] + [1] * (x.dim() - 1)).bernoulli_(1.0 - p).div_(1.0 - p)
+    return x * keep
+
+
+def _eager_only() -> bool:
+    """True in plain eager mode: not tracing (jit, FX, export, dynamo) nor ONNX-exporting, where the fused op
+    cannot be recorded; those graphs get the plain ops, which the compilers fuse themselves."""
+    return not (torch.jit.is_tracing() or is_fx_symbolic_tracing() or torch.compiler.is_compiling()
+                or torch.onnx.is_in_onnx_export())
+
+
+class Mlp(nn.Module):
+    """Two dense layers; the parameters only (the block decides how they meet the activations)."""
+
+    def __init__(self, in_features: int, hidden_features: int, drop: float = 0.0,
+                 device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features, device=device, dtype=dtype)
+        self.fc2 = nn.Linear(hidden_features, in_features, device=device, dtype=dtype)
+        self.drop = drop
+
+
+class MixerBlock(nn.Module):
+    """LN -> token-mixing MLP -> residual, LN -> channel-mixing MLP -> residual, on ``(B, N, C)`` as timm.
+
+    In eager inference token mixing is ``W @ x`` batched over images (no transposed copy) and the residuals
+    enter the GEMMs as their beta=1 input. Under autograd and in traced/exported graphs the block runs timm's
+    own ops (``Linear`` over the transposed tokens): its backward was measured faster than that of ``W @ x``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        seq_len: int,
+        tokens_dim: int,
+        channels_dim: int,
+        approximate: str = "none",
+        drop: float = 0.0,
+        drop_path: float = 0.0,
+        norm_eps: float = 1e-6,
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps, **dd)
+        self.mlp_tokens = Mlp(seq_len, tokens_dim, drop, **dd)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps, **dd)
+        self.mlp_channels = Mlp(dim, channels_dim, drop, **dd)
+        self.approximate = approximate
+        self.drop_path = drop_path
+        self.chunk_bytes = BLOCK_CHUNK_BYTES
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training or torch.is_grad_enabled():
+            return self._forward_autograd(x)
+        if not torch.jit.is_scripting():
+            if not _eager_only():
+                return self._forward_autograd(x)  # one pure-op graph for tracers, whatever the grad mode
+        return self._forward_inference(x)
+
+    def _forward_autograd(self, x: torch.Tensor) -> torch.Tensor:
+        tok, chn = self.mlp_tokens, self.mlp_channels
+        h = F.gelu(F.linear(self.norm1(x).transpose(1, 2), tok.fc1.weight, tok.fc1.bias), approximate=self.approximate)
+        h = F.dropout(h, tok.drop, self.training)
+        y = F.dropout(F.linear(h, tok.fc2.weight, tok.fc2.bias), tok.drop, self.training).transpose(1, 2)
+        x = x + _drop_path(y, self.drop_path, self.training)
+
+        h = F.gelu(F.linear(self.norm2(x), chn.fc1.weight, chn.fc1.bias), approximate=self.approximate)
+        h = F.dropout(h, chn.drop, self.training)
+        y = F.dropout(F.linear(h, chn.fc2.weight, chn.fc2.bias), chn.drop, self.training)
+        return x + _drop_path(y, self.drop_path, self.training)
+
+    def images_per_chunk(self, element_size: int = 4) -> int:
+        """How many images eager inference takes through the block at a time: as many as keep the larger of
+        the two MLPs' hidden activations within ``chunk_bytes``."""
+        tokens, token_hidden = self.mlp_tokens.fc1.in_features, self.mlp_tokens.fc1.out_features
+        width, channel_hidden = self.mlp_channels.fc1.in_features, self.mlp_channels.fc1.out_features
+        return max(1, self.chunk_bytes // (max(token_hidden * width, tokens * channel_hidden) * element_size))
+
+    def _forward_inference(self, x: torch.Tensor) -> torch.Tensor:
+        """Both MLPs over a few images at a time, so each chunk's LayerNorm output and hidden activations stay
+        in cache and come from memory the allocator already holds (a fresh 40 MB buffer per op page-faults
+        for ~15 ms here). The block's output is one new tensor: its input is never written."""
+        b, n, c = x.shape[0], x.shape[1], x.shape[2]
+        tok, chn = self.mlp_tokens, self.mlp_channels
+        t = tok.fc1.weight.shape[0]
+        out = torch.empty((b, n, c), dtype=x.dtype, device=x.device)
+        step = self.images_per_chunk(x.element_size())
+        path = "plain"
+        for start in range(0, b, step):
+            k = min(step, b - start)
+            xs, rows = x[start:start + k], out[start:start + k]
+            h = torch.baddbmm(tok.fc1.bias.view(1, t, 1), tok.fc1.weight.expand(k, t, n), self.norm1(xs))
+            gelu_(h, self.approximate)
+            if h.dtype == out.dtype == tok.fc2.weight.dtype:
+                torch.baddbmm(xs, tok.fc2.weight.expand(k, n, t), h, out=rows)
+            else:  # autocast casts out-of-place ops only; the residual keeps the input's dtype, as in timm
+                torch.add(xs, torch.bmm(tok.fc2.weight.expand(k, n, t), h), out=rows)
+            rows.add_(tok.fc2.bias.unsqueeze(1))
+            rows = rows.view(k * n, c)
+            y = self.norm2(rows)
+            if not torch.jit.is_scripting():
+                if start == 0:
+                    path = channel_path(y, rows, chn.fc1, chn.fc2, self.approximate)
+                if path == "fused":
+                    rows.copy_(channel_mlp_fused(y, rows, chn.fc1.weight, chn.fc1.bias, chn.fc2.weight,
+                                                 chn.fc2.bias, self.approximate))
+                    continue
+            channel_mlp_plain(y, rows, chn.fc1.weight, chn.fc1.bias, chn.fc2.weight, chn.fc2.bias, self.approximate)
+        return out
