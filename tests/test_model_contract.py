@@ -85,7 +85,8 @@ def test_script_trace_fx_and_export_give_eager_logits(grad, images):
             "export": torch.export.export(ours, (images,)).module(),
         }
         for name, graph in graphs.items():
-            assert rel(graph(images), reference) <= 1e-6, name
+            error = rel(graph(images), reference)
+            assert error <= 1e-6, (name, error)
 
 
 def test_fx_and_hook_features_have_timms_layout_and_values(images, tmp_path):

@@ -290,7 +290,8 @@ def _path_taken(c: Contender, dev: torch.device, dtype: str, batch_size: int) ->
         return fixed
     images = min(batch_size, c.module.blocks[0].images_per_chunk())  # the kernel is timed on one chunk's rows
     shape = (images * c.module.stem.num_patches, c.module.embed_dim)
-    taken = {path for key, path in chosen_paths().items() if key[2:4] == shape}
+    gelu = c.module.blocks[0].approximate
+    taken = {path for key, path in chosen_paths().items() if key[2:4] == shape and key[5] == gelu}
     return "+".join(sorted(taken)) or "plain"
 
 
