@@ -1,23 +1,18 @@
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
 import mixer_zoo  # noqa: F401  (registers the models with timm)
+from mixer_zoo.util.env import environ
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_zoo_cache(tmp_path_factory):
     """Tests (and the processes they start) never write into the user's mixer-zoo cache: digest memo, locks,
     generated mmpretrain model index."""
-    saved = os.environ.get("MIXER_ZOO_CACHE")
-    os.environ["MIXER_ZOO_CACHE"] = str(tmp_path_factory.mktemp("mixer-zoo-cache"))
-    yield
-    if saved is None:
-        os.environ.pop("MIXER_ZOO_CACHE", None)
-    else:
-        os.environ["MIXER_ZOO_CACHE"] = saved
+    with environ({"MIXER_ZOO_CACHE": str(tmp_path_factory.mktemp("mixer-zoo-cache"))}):
+        yield
 
 
 @pytest.fixture(autouse=True)

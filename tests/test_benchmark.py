@@ -167,3 +167,17 @@ def test_isa_cap_reaches_aten_and_onednn_in_a_fresh_process():
         assert isa == "avx2 (capped, cpu avx512)"
     onednn_isa = [line for line in out.splitlines() if "isa:" in line]
     assert onednn_isa and all("AVX-512" not in line and "AVX512" not in line for line in onednn_isa), onednn_isa
+
+
+def test_load_time_row_times_a_sealed_file_and_leaves_the_environment_alone():
+    import os
+
+    from mixer_zoo.tools.load_time import LOAD_TIME_COLUMNS, load_time_vs_timm
+
+    before = os.environ.get("MIXER_ZOO_CACHE")
+    row = load_time_vs_timm("mixer_s32_zoo", repeats=1)
+    assert set(LOAD_TIME_COLUMNS) <= set(row) and row["timm_model"] == "mixer_s32_224"
+    assert min(row["first_load_s"], row["load_s"], row["timm_load_s"]) > 0
+    # the ratio comes from the unrounded times; the seconds are rounded to ms
+    assert row["load_time_vs_timm"] == pytest.approx(row["load_s"] / row["timm_load_s"], abs=1e-3 / row["timm_load_s"] + 1e-3)
+    assert os.environ.get("MIXER_ZOO_CACHE") == before

@@ -14,6 +14,8 @@ from typing import Dict, Iterator, Optional, Tuple
 import torch
 from torch import nn
 
+from ..util.env import environ
+
 
 def _mkldnn_linear_pointwise_available() -> bool:
     try:
@@ -117,12 +119,5 @@ def forced_cpu_path(path: Optional[str]) -> Iterator[None]:
         return
     if path not in CPU_PATHS:
         raise ValueError(f"cpu path must be auto, fused or plain, got {path!r}")
-    old = os.environ.get(PATH_ENV)
-    os.environ[PATH_ENV] = path
-    try:
+    with environ({PATH_ENV: path}):
         yield
-    finally:
-        if old is None:
-            os.environ.pop(PATH_ENV, None)
-        else:
-            os.environ[PATH_ENV] = old

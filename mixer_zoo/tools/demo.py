@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import os
 import shutil
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 
 from ..model.architectures import ARCHITECTURES
 from ..reference.flax_mixer import make_official_npz
+from ..util.env import environ
 from ..util.report import format_table
 from ..weights.download import cached_path, sha256_of
 from ..weights.hub_cache import WEIGHTS_FILE
@@ -71,19 +71,13 @@ def offline_hub(manifest: Path) -> Iterator[None]:
     constant is switched too."""
     from huggingface_hub import constants
 
-    saved_env = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", MANIFEST_ENV)}
     saved_offline = constants.HF_HUB_OFFLINE
-    os.environ.update({"HF_HUB_OFFLINE": "1", MANIFEST_ENV: str(manifest)})
-    constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = saved_offline
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with environ({"HF_HUB_OFFLINE": "1", MANIFEST_ENV: str(manifest)}):
+        constants.HF_HUB_OFFLINE = True
+        try:
+            yield
+        finally:
+            constants.HF_HUB_OFFLINE = saved_offline
 
 
 def load_pretrained_offline(tag: str, folder: Path, work: Path) -> Dict[str, Any]:

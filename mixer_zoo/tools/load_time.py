@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import gc
-import os
 import statistics
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from ..model.architectures import ARCHITECTURES, TIMM_EQUIVALENTS
+from ..util.env import environ
 from ..util.hardware import cpu_isa, hardware_name
 
 LOAD_TIME_COLUMNS = ["model", "timm_model", "file_mb", "first_load_s", "load_s", "timm_load_s", "first_load_vs_timm",
@@ -40,41 +40,33 @@ def load_time_vs_timm(arch: str, repeats: int = 3, workdir: Optional[str] = None
     a = ARCHITECTURES[arch]
     twin = TIMM_EQUIVALENTS.get(arch, "mixer_l16_224")  # whose pretrained cfg timm's builder starts from
     dims = dict(patch_size=a["patch_size"], num_blocks=a["num_blocks"], embed_dim=a["embed_dim"])
-    saved_cache = os.environ.get("MIXER_ZOO_CACHE")
-    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        os.environ["MIXER_ZOO_CACHE"] = str(Path(tmp) / "zoo-cache")  # a memo of its own, gone with the file
-        try:
-            path = Path(tmp) / "model.safetensors"
-            model = timm.create_model(arch, device="meta")
-            save_file({k: torch.randn(v.shape) * 0.02 for k, v in model.state_dict().items()}, str(path),
-                      metadata={CONTENT_KEY: PENDING})
-            seal_safetensors(path)
-            path.read_bytes()  # warm the page cache
-            time.sleep(max(0.0, digest_memo.RACY_SECONDS + 0.1 - (time.time() - path.stat().st_ctime)))
-            overlay = dict(file=str(path))
-            builds = {"mixer_zoo": lambda: timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=overlay),
-                      "timm": lambda: build_model_with_cfg(MlpMixer, twin, pretrained=True,
-                                                           pretrained_cfg_overlay=overlay,
-                                                           pretrained_filter_fn=checkpoint_filter_fn, **dims)}
-            del model
-            start = time.perf_counter()
-            model = builds["mixer_zoo"]()  # reads and hashes the file, then remembers its digest
-            first = time.perf_counter() - start
-            del model
-            times: Dict[str, List[float]] = {k: [] for k in builds}
-            for _ in range(repeats):
-                for impl, build in builds.items():
-                    gc.collect()
-                    start = time.perf_counter()
-                    model = build()
-                    times[impl].append(time.perf_counter() - start)
-                    del model
-            size = path.stat().st_size
-        finally:
-            if saved_cache is None:
-                os.environ.pop("MIXER_ZOO_CACHE", None)
-            else:
-                os.environ["MIXER_ZOO_CACHE"] = saved_cache
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp, \
+            environ({"MIXER_ZOO_CACHE": str(Path(tmp) / "zoo-cache")}):  # a digest memo of its own, gone with the file
+        path = Path(tmp) / "model.safetensors"
+        model = timm.create_model(arch, device="meta")
+        save_file({k: torch.randn(v.shape) * 0.02 for k, v in model.state_dict().items()}, str(path),
+                  metadata={CONTENT_KEY: PENDING})
+        del model
+        seal_safetensors(path)
+        path.read_bytes()  # warm the page cache
+        time.sleep(max(0.0, digest_memo.RACY_SECONDS + 0.1 - (time.time() - path.stat().st_ctime)))
+        overlay = dict(file=str(path))
+        builds = {"mixer_zoo": lambda: timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=overlay),
+                  "timm": lambda: build_model_with_cfg(MlpMixer, twin, pretrained=True, pretrained_cfg_overlay=overlay,
+                                                       pretrained_filter_fn=checkpoint_filter_fn, **dims)}
+        start = time.perf_counter()
+        model = builds["mixer_zoo"]()  # reads and hashes the file, then remembers its digest
+        first = time.perf_counter() - start
+        del model
+        times: Dict[str, List[float]] = {k: [] for k in builds}
+        for _ in range(repeats):
+            for impl, build in builds.items():
+                gc.collect()
+                start = time.perf_counter()
+                model = build()
+                times[impl].append(time.perf_counter() - start)
+                del model
+        size = path.stat().st_size
     ours, theirs = statistics.median(times["mixer_zoo"]), statistics.median(times["timm"])
     return dict(model=arch, timm_model=twin, file_mb=round(size / 2 ** 20, 1), first_load_s=round(first, 3),
                 load_s=round(ours, 3), timm_load_s=round(theirs, 3),
