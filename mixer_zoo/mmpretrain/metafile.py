@@ -191,6 +191,13 @@ load_from = {repr(SCHEME + key) if entry.get("hf_hub_id") else None}
 def _cifar10_eval_config(key: str, entry: Dict[str, Any], size: int, mean: List[float], std: List[float]) -> str:
     """CIFAR-10 evaluation of a CIFAR tag: the 32 px images resized to the input size (no crop), as its release."""
     arch = entry["architecture"]
+    pipeline = "" if (size, entry["interpolation"]) == (224, "bilinear") else f'''
+test_pipeline = [
+    dict(type='Resize', scale=({size}, {size}), interpolation='{entry["interpolation"]}'),
+    dict(type='PackInputs'),
+]
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+test_dataloader = val_dataloader'''  # the base's test pipeline is this one at 224 px, bilinear
     return f'''# CIFAR-10 evaluation of {key} (test split; data_root holds cifar-10-batches-py/).
 # Generated from weights_manifest.json by `python -m mixer_zoo.mmpretrain --write`: do not edit.
 _base_ = ['../_base_/models/mixer_zoo.py', '../_base_/datasets/cifar10_224.py', '../_base_/default_runtime.py']
@@ -200,13 +207,7 @@ model = dict(
     head=dict(num_classes={entry["num_classes"]}, in_channels={ARCHITECTURES[arch]["embed_dim"]}),
     data_preprocessor=dict(num_classes={entry["num_classes"]}, mean={mean}, std={std}, to_rgb=False),
 )
-
-test_pipeline = [
-    dict(type='Resize', scale=({size}, {size}), interpolation='{entry["interpolation"]}'),
-    dict(type='PackInputs'),
-]
-val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
-test_dataloader = val_dataloader
+{pipeline}
 val_evaluator = dict(type='Accuracy', topk=(1, 5))
 test_evaluator = val_evaluator
 

@@ -8,12 +8,6 @@ model = dict(
     data_preprocessor=dict(num_classes=10, mean=[126.1, 123.7, 114.6], std=[62.9, 61.9, 66.7], to_rgb=False),
 )
 
-test_pipeline = [
-    dict(type='Resize', scale=(224, 224), interpolation='bilinear'),
-    dict(type='PackInputs'),
-]
-val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
-test_dataloader = val_dataloader
 val_evaluator = dict(type='Accuracy', topk=(1, 5))
 test_evaluator = val_evaluator
 
