@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
+from .block_training import BufferPool, MixerBlockTraining
 from .kernels import channel_mlp_fused, channel_mlp_plain, channel_path, gelu_
 
 BLOCK_CHUNK_BYTES = 16 << 20
@@ -41,12 +42,17 @@ def gelu_approximation(act_layer: Union[str, type, Callable, None]) -> str:
     raise ValueError(f"the Mixer uses GELU; act_layer {act_layer!r} is not a GELU")
 
 
+def _drop_path_scale(x: torch.Tensor, p: float, training: bool) -> Optional[torch.Tensor]:
+    """Stochastic depth's per-image scale of a residual branch (0 or 1/(1-p)); None when it is off."""
+    if p == 0.0 or not training:
+        return None
+    return x.new_empty([x.shape[0]] + [1] * (x.dim() - 1)).bernoulli_(1.0 - p).div_(1.0 - p)
+
+
 def _drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Stochastic depth: zero whole samples of a residual branch, rescale the rest."""
-    if p == 0.0 or not training:
-        return x
-    keep = x.new_empty([x.shape[0]] + [1] * (x.dim() - 1)).bernoulli_(1.0 - p).div_(1.0 - p)
-    return x * keep
+    keep = _drop_path_scale(x, p, training)
+    return x if keep is None else x * keep
 
 
 def _eager_only() -> bool:
@@ -97,9 +103,18 @@ class MixerBlock(nn.Module):
         self.approximate = approximate
         self.drop_path = drop_path
         self.chunk_bytes = BLOCK_CHUNK_BYTES
+        self.buffer_pool = BufferPool()
+
+    def train(self, mode: bool = True) -> "MixerBlock":
+        if not mode:
+            self.buffer_pool.clear()  # inference keeps no training buffers
+        return super().train(mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training or torch.is_grad_enabled():
+            if not torch.jit.is_scripting():
+                if self._pooled_training_applies(x):
+                    return self._forward_pooled(x)
             return self._forward_autograd(x)
         if not torch.jit.is_scripting():
             if not _eager_only():
@@ -117,6 +132,25 @@ class MixerBlock(nn.Module):
         h = F.dropout(h, chn.drop, self.training)
         y = F.dropout(F.linear(h, chn.fc2.weight, chn.fc2.bias), chn.drop, self.training)
         return x + _drop_path(y, self.drop_path, self.training)
+
+    @torch.jit.unused
+    def _pooled_training_applies(self, x: torch.Tensor) -> bool:
+        """The pooled Function runs eager float32 CPU steps without dropout or autocast; graphs, CUDA (whose
+        caching allocator already keeps memory), other dtypes and dropout take timm's ops."""
+        return (_eager_only() and x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 3
+                and not torch.is_autocast_enabled("cpu") and not torch._C._are_functorch_transforms_active() and not (self.training and self.mlp_tokens.drop > 0)
+                and not (self.training and self.mlp_channels.drop > 0)
+                and all(p.dtype == torch.float32 and p.device.type == "cpu" for p in self.parameters()))
+
+    @torch.jit.unused
+    def _forward_pooled(self, x: torch.Tensor) -> torch.Tensor:
+        tok, chn = self.mlp_tokens, self.mlp_channels
+        self.buffer_pool.new_step(self)
+        return MixerBlockTraining.apply(
+            x, _drop_path_scale(x, self.drop_path, self.training), _drop_path_scale(x, self.drop_path, self.training),
+            self.buffer_pool, self.approximate, self.norm1.eps,
+            self.norm1.weight, self.norm1.bias, tok.fc1.weight, tok.fc1.bias, tok.fc2.weight, tok.fc2.bias,
+            self.norm2.weight, self.norm2.bias, chn.fc1.weight, chn.fc1.bias, chn.fc2.weight, chn.fc2.bias)
 
     def images_per_chunk(self, element_size: int = 4) -> int:
         """How many images eager inference takes through the block at a time: as many as keep the larger of
