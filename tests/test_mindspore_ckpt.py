@@ -17,7 +17,7 @@ from mixer_zoo.cli import main
 from mixer_zoo.formats.keys import MINDSPORE_TO_TIMM, TIMM_TO_MINDSPORE, renamed
 from mixer_zoo.formats.mindspore_ckpt import load_ckpt_state_dict, messages, read_ckpt_index, write_ckpt
 from mixer_zoo.model.mixer import Mixer
-from mixer_zoo.tools.convert import convert_ckpt, export_mindspore
+from mixer_zoo.tools.convert import convert_ckpt, export_mindspore, export_mmpretrain
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "data" / "mindspore"
@@ -84,6 +84,29 @@ def test_round_trip_keeps_the_logits_and_records_mindspores_gelu_and_epsilon(tmp
     np.testing.assert_array_equal(logits(loaded, x), logits(model, x))
     back = export_mindspore(folder, tmp_path / "back.ckpt")
     assert back.read_bytes() == ckpt.read_bytes()  # the same records, names, order and bytes
+
+
+@pytest.mark.parametrize("backbone", ["MixerZoo", "MlpMixer"])
+def test_to_mmpretrain_keeps_mindspores_layernorm_epsilon(tmp_path, backbone):
+    """A MindSpore folder exported for mmpretrain: the config mmpretrain builds computes the same function, the
+    LayerNorm epsilon of 1e-7 included (with 1e-6 the logits of these weights move by ~1e-4)."""
+    pytest.importorskip("mmpretrain")
+    import mixer_zoo.mmpretrain  # noqa: F401  (registers MixerZoo)
+    from mmengine.runner import load_checkpoint
+    from mmpretrain.registry import MODELS
+
+    shape = dict(img_size=224, patch_size=32, embed_dim=512, tokens_mlp_dim=256, channels_mlp_dim=2048, num_blocks=8)
+    folder = convert_ckpt(save_ckpt(tmp_path / "s.ckpt", tiny_mixer(**shape).state_dict()), tmp_path / "folder",
+                          progress=False)
+    model_cfg = export_mmpretrain(folder, tmp_path / "mm.pth", backbone=backbone)
+    model = MODELS.build(model_cfg).eval()
+    load_checkpoint(model, str(tmp_path / "mm.pth"), strict=True)
+    norms = [m for m in model.backbone.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert norms and {m.eps for m in norms} == {1e-7}
+    reference = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        assert max_rel(model(x, mode="tensor").numpy().astype(np.float64), logits(reference, x)) < 1e-5
 
 
 def test_the_release_names_are_read_and_a_large_parameter_spans_several_records(tmp_path):

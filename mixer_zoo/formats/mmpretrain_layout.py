@@ -71,20 +71,21 @@ def stock_arch_for(dims: Mapping[str, int], source: str = "<state dict>") -> str
 
 
 def classifier_config(backbone: str, dims: Mapping[str, int], num_classes: int, act_layer: str,
-                      arch: Optional[str] = None, source: str = "<state dict>") -> Dict[str, Any]:
+                      arch: Optional[str] = None, source: str = "<state dict>", norm_eps: float = 1e-6) -> Dict[str, Any]:
     """The ``model`` of an mmpretrain config that converted weights fit exactly: same keys and shapes, and the same
     function (GELU flavour, LayerNorm epsilon, token average) as the timm model they come from."""
     head = dict(type="LinearClsHead", num_classes=num_classes, in_channels=dims["embed_dim"])
     if backbone == "MixerZoo":
         shape = arch or {k: dims[k] for k in ("patch_size", "num_blocks", "embed_dim", "tokens_mlp_dim",
                                               "channels_mlp_dim")}
+        eps = {} if norm_eps == 1e-6 else {"norm_eps": norm_eps}  # MindSpore's weights: 1e-7
         return dict(type="ImageClassifier", head=head,
-                    backbone=dict(type="MixerZoo", arch=shape, img_size=dims["img_size"], act_layer=act_layer))
+                    backbone=dict(type="MixerZoo", arch=shape, img_size=dims["img_size"], act_layer=act_layer, **eps))
     if backbone == "MlpMixer":
         gelu = dict(type="GELU", approximate="tanh") if act_layer == "gelu_tanh" else dict(type="GELU")
         return dict(type="ImageClassifier", head=head, neck=dict(type="GlobalAveragePooling", dim=1),
                     backbone=dict(type="MlpMixer", arch=stock_arch_for(dims, source), patch_size=dims["patch_size"],
-                                  img_size=dims["img_size"], norm_cfg=dict(type="LN", eps=1e-6), act_cfg=gelu))
+                                  img_size=dims["img_size"], norm_cfg=dict(type="LN", eps=norm_eps), act_cfg=gelu))
     raise ConversionError(f"unknown mmpretrain backbone {backbone!r}; choose MixerZoo or MlpMixer")
 
 

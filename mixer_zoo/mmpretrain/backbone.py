@@ -55,6 +55,7 @@ class MixerZoo(BaseBackbone):
             tokens_mlp_dim, channels_mlp_dim``.
         img_size: input resolution (the token-mixing MLPs are built for it).
         act_layer: ``"gelu"`` or ``"gelu_tanh"``; None takes the weights tag's flavour (else ``"gelu"``).
+        norm_eps: the LayerNorms' epsilon; None takes the tag's (1e-7 for MindSpore's weights, else 1e-6).
         pretrained: load the tag's weights through ``init_cfg`` (``zoo://arch.tag``, prefix ``backbone.``).
         out_indices: blocks whose output is returned (negative counts from the end).
         out_type: ``"avg_featmap"`` (B, C) tokens averaged, ``"featmap"`` (B, C, H, W), ``"raw"`` (B, N, C).
@@ -70,6 +71,7 @@ class MixerZoo(BaseBackbone):
         img_size: int = 224,
         in_channels: int = 3,
         act_layer: Optional[str] = None,
+        norm_eps: Optional[float] = None,
         pretrained: bool = False,
         out_indices: Union[int, Sequence[int]] = -1,
         out_type: str = "avg_featmap",
@@ -99,7 +101,8 @@ class MixerZoo(BaseBackbone):
             act_layer = entry["act_layer"] if entry else "gelu"
         mixer = Mixer(num_classes=0, img_size=img_size, in_chans=in_channels, act_layer=act_layer,
                       drop_rate=0.0, proj_drop_rate=drop_rate, drop_path_rate=drop_path_rate,
-                      norm_eps=(entry or {}).get("norm_eps", 1e-6), **hparams)
+                      norm_eps=norm_eps if norm_eps is not None else (entry or {}).get("norm_eps", 1e-6),
+                      **hparams)
         self.arch = arch
         self.weights = weights
         self.act_layer = mixer.act_layer

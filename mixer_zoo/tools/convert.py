@@ -226,16 +226,29 @@ def export_mindspore(src: PathLike, out_file: PathLike, force: bool = False) -> 
     return atomic_write(out_file, lambda f: write_ckpt(state_dict, f, str(src)))
 
 
-def folder_act_layer(src: PathLike) -> Optional[str]:
-    """The GELU flavour a converted folder's ``config.json`` records (for a folder or its ``model.safetensors``)."""
+def _folder_model_arg(src: PathLike, name: str, required: bool) -> Any:
+    """``model_args[name]`` of a converted folder's ``config.json`` (for a folder or its ``model.safetensors``);
+    None when there is no config.json, or when an optional argument is absent."""
     folder = Path(src) if Path(src).is_dir() else Path(src).parent
     config = folder / "config.json"
     if not config.is_file():
         return None
     try:
-        return json.loads(config.read_text(encoding="utf-8"))["model_args"]["act_layer"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise ConversionError(f"{config}: no model_args.act_layer ({type(e).__name__}: {e})") from None
+        model_args = json.loads(config.read_text(encoding="utf-8"))["model_args"]
+        return model_args[name] if required else model_args.get(name)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ConversionError(f"{config}: no model_args.{name} ({type(e).__name__}: {e})") from None
+
+
+def folder_act_layer(src: PathLike) -> Optional[str]:
+    """The GELU flavour a converted folder's ``config.json`` records (for a folder or its ``model.safetensors``)."""
+    return _folder_model_arg(src, "act_layer", required=True)
+
+
+def folder_norm_eps(src: PathLike) -> float:
+    """The LayerNorm epsilon a converted folder records (1e-7 for MindSpore's weights), else timm's 1e-6."""
+    eps = _folder_model_arg(src, "norm_eps", required=False)
+    return 1e-6 if eps is None else float(eps)
 
 
 def export_mmpretrain(src: PathLike, out_file: PathLike, force: bool = False, backbone: str = "MixerZoo",
@@ -251,7 +264,8 @@ def export_mmpretrain(src: PathLike, out_file: PathLike, force: bool = False, ba
     act_layer = act_layer or folder_act_layer(src) or "gelu"  # timm's own MlpMixer releases use the exact GELU
     arch = architecture_for_dims(dims, str(src))
     model = classifier_config(backbone, dims, int(state_dict["head.weight"].shape[0]), act_layer,
-                              arch=None if arch == CUSTOM_ARCHITECTURE else arch, source=str(src))
+                              arch=None if arch == CUSTOM_ARCHITECTURE else arch, source=str(src),
+                              norm_eps=folder_norm_eps(src))
     checkpoint = {"state_dict": TIMM_TO_CLASSIFIER[backbone](state_dict, str(src)),
                   "meta": {"converter": CONVERTER_VERSION, "source_file": Path(src).name, "model": model}}
     atomic_write(out_file, lambda f: torch.save(checkpoint, f))
