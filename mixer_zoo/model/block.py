@@ -1,7 +1,8 @@
 """One Mixer block: LayerNorm -> token-mixing MLP -> residual, LayerNorm -> channel-mixing MLP -> residual.
 
-Under autograd and in traced or exported graphs the block runs timm's own ops. In eager inference token mixing
-is ``W @ x`` batched over the images (no transposed copy), the residuals enter the GEMMs as their beta=1 input,
+A float32 CPU training step runs :class:`.block_training.MixerBlockTraining` (timm's kernels, buffers kept
+between steps); traced or exported graphs, autocast, dropout and CUDA run timm's own ops. In eager inference
+token mixing is ``W @ x`` batched over the images (no transposed copy), the residuals enter the GEMMs as their beta=1 input,
 the work goes a few images at a time, and the channel-mixing kernel (oneDNN-fused or plain) is the one measured
 faster on the machine at hand.
 """
@@ -77,8 +78,9 @@ class MixerBlock(nn.Module):
     """LN -> token-mixing MLP -> residual, LN -> channel-mixing MLP -> residual, on ``(B, N, C)`` as timm.
 
     In eager inference token mixing is ``W @ x`` batched over images (no transposed copy) and the residuals
-    enter the GEMMs as their beta=1 input. Under autograd and in traced/exported graphs the block runs timm's
-    own ops (``Linear`` over the transposed tokens): its backward was measured faster than that of ``W @ x``.
+    enter the GEMMs as their beta=1 input. An eager float32 CPU training step is one autograd Function with
+    its buffers in ``buffer_pool`` (the model's blocks share one); graphs and the other cases run timm's ops
+    (``Linear`` over the transposed tokens).
     """
 
     def __init__(
@@ -137,9 +139,10 @@ class MixerBlock(nn.Module):
     def _pooled_training_applies(self, x: torch.Tensor) -> bool:
         """The pooled Function runs eager float32 CPU steps without dropout or autocast; graphs, CUDA (whose
         caching allocator already keeps memory), other dtypes and dropout take timm's ops."""
+        dropout = self.training and (self.mlp_tokens.drop > 0 or self.mlp_channels.drop > 0)
         return (_eager_only() and x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 3
-                and not torch.is_autocast_enabled("cpu") and not torch._C._are_functorch_transforms_active() and not (self.training and self.mlp_tokens.drop > 0)
-                and not (self.training and self.mlp_channels.drop > 0)
+                and not dropout and not torch.is_autocast_enabled("cpu")
+                and not torch._C._are_functorch_transforms_active()  # vmap/grad transforms need setup_context
                 and all(p.dtype == torch.float32 and p.device.type == "cpu" for p in self.parameters()))
 
     @torch.jit.unused
