@@ -30,12 +30,14 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     cfg.load_from = checkpoint_arg(args.checkpoint)
     cfg.resume = False
+    succeeded = False
     try:
         with config_assertions_as_errors(cfg):
             metrics = build_runner(cfg).test()
         main_process = is_main_process()
+        succeeded = True
     finally:
-        finish_distributed()
+        finish_distributed(succeeded)
     if not main_process:
         return 0
     rows = [dict(config=str(args.config), checkpoint=str(args.checkpoint),

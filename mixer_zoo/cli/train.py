@@ -63,11 +63,13 @@ def run(args: argparse.Namespace) -> int:
         cfg.auto_scale_lr.enable = True
     if args.no_validate:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    succeeded = False
     try:
         with config_assertions_as_errors(cfg):
             build_runner(cfg).train()
+        succeeded = True
     finally:
-        finish_distributed()
+        finish_distributed(succeeded)
     return 0
 
 
