@@ -2,9 +2,9 @@
 
 A float32 CPU training step runs :class:`.block_training.MixerBlockTraining` (timm's kernels, buffers kept
 between steps); traced or exported graphs, autocast, dropout and CUDA run timm's own ops. In eager inference
-token mixing is ``W @ x`` batched over the images (no transposed copy), the residuals enter the GEMMs as their beta=1 input,
-the work goes a few images at a time, and the channel-mixing kernel (oneDNN-fused or plain) is the one measured
-faster on the machine at hand.
+token mixing is ``W @ x`` batched over the images (no transposed copy), the residuals enter the GEMMs as their
+beta=1 input, the work goes a few images at a time, and the channel-mixing kernel (oneDNN-fused or plain) is the
+one measured faster on the machine at hand.
 """
 from __future__ import annotations
 

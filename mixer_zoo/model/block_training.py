@@ -1,4 +1,4 @@
-"""The training step of a Mixer block on the CPU: one autograd Function whose big buffers the block keeps.
+"""The training step of a Mixer block on the CPU: one autograd Function whose big buffers the model keeps.
 
 A training step of B/16 at batch 16 allocates about 1 GB of activations and gradients. PyTorch's CPU
 allocator hands each buffer over 32 MB to ``mmap`` and back to the kernel when freed, so every step page-faults
@@ -19,7 +19,7 @@ _LAYER_NORM_GRADS = [True, True, True]
 
 
 class BufferPool:
-    """Storages a block reuses from one training step to the next.
+    """Storages the blocks of a model reuse from one training step to the next.
 
     A storage is handed out only while nothing else refers to it: every tensor the pool hands out is a new
     tensor over one of its storages, and the pool counts the references to each storage (its own is the
