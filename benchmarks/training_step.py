@@ -25,23 +25,23 @@ COLUMNS = ["model", "act_layer", "train_batch_size", "train_step_time", "train_s
 
 
 def step_faults(arch: str, act: str, batch: int, impl: str, steps: int = 3) -> int:
-    """Median minor page faults of a warm training step of ``impl`` (``mixer_zoo`` or ``timm``), here."""
+    """Median minor page faults of a warm training step of ``impl`` (``mixer_zoo`` or ``timm``), here: the
+    step ``mixer-zoo bench`` times."""
+    import contextlib
+
     import torch
-    import torch.nn.functional as F
 
-    from mixer_zoo.tools.bench import build_contenders
+    from mixer_zoo.tools.bench import build_contenders, training_step
 
-    model = next(c for c in build_contenders(arch, torch.device("cpu"), act_layer=act) if c.impl == impl).module
-    model.train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-    size = model.stem.img_size[0]  # timm's PatchEmbed and ours both name it so
-    x, target = torch.randn(batch, 3, size, size), torch.randint(0, 1000, (batch,))
+    contender = next(c for c in build_contenders(arch, torch.device("cpu"), act_layer=act) if c.impl == impl)
+    contender.module.train()
+    size = contender.module.stem.img_size[0]  # timm's PatchEmbed and ours both name it so
+    step = training_step(contender, torch.randn(batch, 3, size, size), torch.randint(0, 1000, (batch,)),
+                         contextlib.nullcontext)
     faults = []
     for i in range(steps + 1):
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        F.cross_entropy(model(x), target).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        step()
         if i:  # the first step allocates what any implementation keeps (weights' momentum)
             faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     return sorted(faults)[len(faults) // 2]

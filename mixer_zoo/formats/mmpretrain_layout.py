@@ -71,7 +71,8 @@ def stock_arch_for(dims: Mapping[str, int], source: str = "<state dict>") -> str
 
 
 def classifier_config(backbone: str, dims: Mapping[str, int], num_classes: int, act_layer: str,
-                      arch: Optional[str] = None, source: str = "<state dict>", norm_eps: float = 1e-6) -> Dict[str, Any]:
+                      arch: Optional[str] = None, source: str = "<state dict>",
+                      norm_eps: float = 1e-6) -> Dict[str, Any]:
     """The ``model`` of an mmpretrain config that converted weights fit exactly: same keys and shapes, and the same
     function (GELU flavour, LayerNorm epsilon, token average) as the timm model they come from."""
     head = dict(type="LinearClsHead", num_classes=num_classes, in_channels=dims["embed_dim"])

@@ -138,7 +138,8 @@ def _inference_step(c: Contender, x: torch.Tensor, autocast: Any) -> Callable[[]
     return step
 
 
-def _training_step(c: Contender, x: torch.Tensor, target: torch.Tensor, autocast: Any) -> Callable[[], None]:
+def training_step(c: Contender, x: torch.Tensor, target: torch.Tensor, autocast: Any) -> Callable[[], None]:
+    """One timed training step of ``c``: forward, cross-entropy, backward, SGD with momentum, grads set to None."""
     optimizer = torch.optim.SGD(c.module.parameters(), lr=1e-4, momentum=0.9)  # the same for every contender
 
     def step() -> None:
@@ -244,7 +245,7 @@ def _benchmark_contenders(arch: str, dev: torch.device, contenders: List[Contend
         if train:
             for c in contenders:
                 c.module.train()
-            trained = _phase(contenders, lambda c: _training_step(c, xt, target, autocast), dev, warmup, repeats,
+            trained = _phase(contenders, lambda c: training_step(c, xt, target, autocast), dev, warmup, repeats,
                              bar)
     hardware = hardware_name(dev)
     params = sum(p.numel() for p in contenders[0].module.parameters())  # every contender holds the same weights
