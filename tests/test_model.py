@@ -225,6 +225,79 @@ def test_inference_in_image_chunks_gives_the_autograd_logits(path, act):
         torch.testing.assert_close(model(images), chunked, rtol=1e-6, atol=1e-6)
 
 
+def pool_storages(model):
+    pool = model.blocks[0].buffer_pool
+    return {id(entry[0]) for entries in pool._storages.values() for entry in entries}, pool.nbytes()
+
+
+@pytest.mark.parametrize("path", ["plain", "fused"])
+def test_eager_inference_reuses_its_pooled_buffers_and_allocates_none_after_the_first_call(path):
+    """Every block buffer of float32 CPU inference comes from the model's pool, so later calls of the same
+    shape take the same storages (no page faults) and give the same logits as the autograd path."""
+    from mixer_zoo.model.kernels import forced_cpu_path
+
+    model = randomize_(Mixer(num_classes=10, img_size=32, patch_size=8, num_blocks=3, embed_dim=64)).eval()
+    for b in model.blocks:
+        b.chunk_bytes = 2 * 16 * 256 * 4 + 100  # two images per chunk: a ragged last chunk of one image
+    images = torch.randn(5, 3, 32, 32)
+    with forced_cpu_path(path), torch.no_grad():
+        first = model(images)
+        held = pool_storages(model)
+        for _ in range(3):
+            assert torch.equal(model(images), first)
+            assert pool_storages(model) == held
+    assert held[1] > 0
+    assert all(b.buffer_pool is model.blocks[0].buffer_pool for b in model.blocks)
+    with torch.enable_grad():
+        torch.testing.assert_close(model(images), first, rtol=1e-5, atol=1e-5)
+    with forced_cpu_path(path), torch.inference_mode():
+        assert torch.equal(model(images), first)
+    model.train()
+    model(images).sum().backward()  # training takes the storages inference left, and its own
+    model.eval()
+    assert pool_storages(model)[1] == 0
+
+
+def test_block_outputs_kept_from_an_earlier_call_survive_later_calls():
+    """A pooled storage is handed out again only when nothing else holds it: intermediates, hook features
+    and views of them that a caller keeps are never written by later forwards."""
+    model = randomize_(Mixer(num_classes=10, img_size=32, patch_size=8, num_blocks=3, embed_dim=64)).eval()
+    kept = []
+    model.blocks[1].register_forward_hook(lambda m, i, o: kept.append(o[:, 0]))  # a view of the output
+    first, second = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        final, inter = model.forward_intermediates(first, output_fmt="NLC")
+        copies = [t.clone() for t in inter + kept]
+        for _ in range(3):
+            model(second)
+    for t, copy in zip(inter + kept[:1], copies):
+        assert torch.equal(t, copy)
+
+
+def test_inference_from_two_threads_gives_each_its_own_logits():
+    """One model serving two threads: the pool never hands a storage that one call holds to the other."""
+    import threading
+
+    model = randomize_(Mixer(num_classes=10, img_size=32, patch_size=8, num_blocks=4, embed_dim=64)).eval()
+    inputs = [torch.randn(3, 3, 32, 32) for _ in range(2)]
+    with torch.enable_grad():
+        expected = [model(x).detach() for x in inputs]  # the autograd path: fresh tensors
+    failures = []
+
+    def serve(which):
+        with torch.no_grad():
+            for _ in range(20):
+                if not torch.allclose(model(inputs[which]), expected[which], rtol=1e-5, atol=1e-5):
+                    failures.append(which)
+
+    threads = [threading.Thread(target=serve, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+
+
 def test_fast_tanh_gelu_is_the_same_function_and_more_accurate_than_atens():
     from mixer_zoo.model.kernels import gelu_
 

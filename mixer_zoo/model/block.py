@@ -3,12 +3,12 @@
 A float32 CPU training step runs :class:`.block_training.MixerBlockTraining` (timm's kernels, buffers kept
 between steps); traced or exported graphs, autocast, dropout and CUDA run timm's own ops. In eager inference
 token mixing is ``W @ x`` batched over the images (no transposed copy), the residuals enter the GEMMs as their
-beta=1 input, the work goes a few images at a time, and the channel-mixing kernel (oneDNN-fused or plain) is the
-one measured faster on the machine at hand.
+beta=1 input, the work goes a few images at a time into buffers the model keeps between calls (float32 CPU), and
+the channel-mixing kernel (oneDNN-fused or plain) is the one measured faster on the machine at hand.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Union
+from typing import Callable, List, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -162,20 +162,52 @@ class MixerBlock(nn.Module):
         width, channel_hidden = self.mlp_channels.fc1.in_features, self.mlp_channels.fc1.out_features
         return max(1, self.chunk_bytes // (max(token_hidden * width, tokens * channel_hidden) * element_size))
 
+    @torch.jit.unused
+    def _pooled_inference_applies(self, x: torch.Tensor) -> bool:
+        """Eager float32 CPU inference without autocast takes its buffers from ``buffer_pool``; other dtypes,
+        autocast (whose casts allocate anyway) and CUDA (whose caching allocator keeps memory) allocate."""
+        return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+                and all(p.dtype == torch.float32 and p.device.type == "cpu" for p in self.parameters()))
+
+    @torch.jit.unused
+    def _pooled_norm(self, which: int, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """``norm1(x)`` or ``norm2(x)`` written into ``out``."""
+        norm = self.norm1 if which == 1 else self.norm2
+        stats = x.shape[:-1] + (1,)
+        torch.ops.aten.native_layer_norm.out(x, [x.shape[-1]], norm.weight, norm.bias, norm.eps, out0=out,
+                                             out1=x.new_empty(stats), out2=x.new_empty(stats))
+        return out
+
     def _forward_inference(self, x: torch.Tensor) -> torch.Tensor:
         """Both MLPs over a few images at a time, so each chunk's LayerNorm output and hidden activations stay
-        in cache and come from memory the allocator already holds (a fresh 40 MB buffer per op page-faults
-        for ~15 ms here). The block's output is one new tensor: its input is never written."""
+        in cache. In eager float32 CPU inference every buffer, the block's output included, comes from
+        ``buffer_pool`` (shared by the model's blocks): an allocator that hands freed memory back to the
+        kernel makes each call page-fault it in again (S/32 at batch 16: 10-40k faults, up to a fifth of the
+        forward's time here). The pool hands out only storages nothing else holds, so the block's input and
+        any output a caller keeps are never written."""
         b, n, c = x.shape[0], x.shape[1], x.shape[2]
         tok, chn = self.mlp_tokens, self.mlp_channels
-        t = tok.fc1.weight.shape[0]
-        out = torch.empty((b, n, c), dtype=x.dtype, device=x.device)
-        step = self.images_per_chunk(x.element_size())
+        t, hidden = tok.fc1.weight.shape[0], chn.fc1.weight.shape[0]
+        pooled = False
+        buffers: List[torch.Tensor] = []  # pooled: the output and one LayerNorm and one token-hidden chunk buffer
+        channel_hidden: Optional[torch.Tensor] = None  # pooled, plain kernel: the channel-hidden chunk buffer
+        step = min(b, self.images_per_chunk(x.element_size()))  # a ragged last chunk takes a prefix of each
+        if not torch.jit.is_scripting():
+            pooled = self._pooled_inference_applies(x)
+            if pooled:
+                self.buffer_pool.new_step(self)
+                buffers = [self.buffer_pool.empty(shape, x) for shape in ((b, n, c), (step, n, c), (step, t, c))]
+        out = buffers[0] if pooled else torch.empty((b, n, c), dtype=x.dtype, device=x.device)
         path = "plain"
         for start in range(0, b, step):
             k = min(step, b - start)
             xs, rows = x[start:start + k], out[start:start + k]
-            h = torch.baddbmm(tok.fc1.bias.view(1, t, 1), tok.fc1.weight.expand(k, t, n), self.norm1(xs))
+            if not torch.jit.is_scripting() and pooled:
+                y = self._pooled_norm(1, xs, buffers[1][:k])
+                h = torch.baddbmm(tok.fc1.bias.view(1, t, 1), tok.fc1.weight.expand(k, t, n), y, out=buffers[2][:k])
+            else:
+                y = self.norm1(xs)
+                h = torch.baddbmm(tok.fc1.bias.view(1, t, 1), tok.fc1.weight.expand(k, t, n), y)
             gelu_(h, self.approximate)
             if h.dtype == out.dtype == tok.fc2.weight.dtype:
                 torch.baddbmm(xs, tok.fc2.weight.expand(k, n, t), h, out=rows)
@@ -183,13 +215,19 @@ class MixerBlock(nn.Module):
                 torch.add(xs, torch.bmm(tok.fc2.weight.expand(k, n, t), h), out=rows)
             rows.add_(tok.fc2.bias.unsqueeze(1))
             rows = rows.view(k * n, c)
-            y = self.norm2(rows)
+            if not torch.jit.is_scripting() and pooled:
+                y = self._pooled_norm(2, rows, buffers[1][:k].view(k * n, c))
+            else:
+                y = self.norm2(rows)
             if not torch.jit.is_scripting():
                 if start == 0:
                     path = channel_path(y, rows, chn.fc1, chn.fc2, self.approximate)
+                    if pooled and path == "plain":
+                        channel_hidden = self.buffer_pool.empty((step * n, hidden), x)
                 if path == "fused":
                     rows.copy_(channel_mlp_fused(y, rows, chn.fc1.weight, chn.fc1.bias, chn.fc2.weight,
                                                  chn.fc2.bias, self.approximate))
                     continue
-            channel_mlp_plain(y, rows, chn.fc1.weight, chn.fc1.bias, chn.fc2.weight, chn.fc2.bias, self.approximate)
+            channel_mlp_plain(y, rows, chn.fc1.weight, chn.fc1.bias, chn.fc2.weight, chn.fc2.bias, self.approximate,
+                              None if channel_hidden is None else channel_hidden[:k * n])
         return out

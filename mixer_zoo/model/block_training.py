@@ -19,7 +19,7 @@ _LAYER_NORM_GRADS = [True, True, True]
 
 
 class BufferPool:
-    """Storages the blocks of a model reuse from one training step to the next.
+    """Storages the blocks of a model reuse from one training step (or eager inference call) to the next.
 
     A storage is handed out only while nothing else refers to it: every tensor the pool hands out is a new
     tensor over one of its storages, and the pool counts the references to each storage (its own is the
@@ -29,7 +29,7 @@ class BufferPool:
     has just freed (one pool per block held about 1.7x timm's peak for S/32). A step is counted when the
     first block to ask (the model's first) starts its forward; storages not asked for in the last two steps
     (another batch size) are dropped, and :meth:`clear` drops all (``model.eval()`` does, so inference keeps
-    no training memory).
+    no training memory; it then pools its own, smaller buffers).
     """
 
     def __init__(self) -> None:

@@ -49,10 +49,11 @@ def gelu_(h: torch.Tensor, approximate: str) -> torch.Tensor:
 
 
 def channel_mlp_plain(y: torch.Tensor, x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
-                      b2: torch.Tensor, approximate: str) -> torch.Tensor:
+                      b2: torch.Tensor, approximate: str, hidden: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``x + fc2(gelu(fc1(y)))`` on ``(rows, C)`` views, written into ``x``: the residual is the second GEMM's C
-    (beta=1) and GELU runs in place, so the block allocates no new buffer (page faults cost ~10% here)."""
-    h = torch.addmm(b1, y, w1.t())
+    (beta=1) and GELU runs in place, so the block allocates nothing beyond the hidden activations, which go
+    into ``hidden`` when given (a float32 buffer; not under autocast, whose casts apply to out-of-place ops)."""
+    h = torch.addmm(b1, y, w1.t()) if hidden is None else torch.addmm(b1, y, w1.t(), out=hidden)
     gelu_(h, approximate)
     if h.dtype != w2.dtype or x.dtype != w2.dtype:  # autocast: it casts out-of-place ops only
         return x.add_(torch.addmm(b2, h, w2.t()))
