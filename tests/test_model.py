@@ -230,10 +230,16 @@ def pool_storages(model):
     return {id(entry[0]) for entries in pool._storages.values() for entry in entries}, pool.nbytes()
 
 
+@pytest.fixture
+def pool_small_chunks(monkeypatch):
+    """Pool the buffers of this file's small models too (by default only chunks of 4 MB or more are pooled)."""
+    monkeypatch.setattr("mixer_zoo.model.block.POOL_MIN_BYTES", 1)
+
+
 @pytest.mark.parametrize("path", ["plain", "fused"])
-def test_eager_inference_reuses_its_pooled_buffers_and_allocates_none_after_the_first_call(path):
-    """Every block buffer of float32 CPU inference comes from the model's pool, so later calls of the same
-    shape take the same storages (no page faults) and give the same logits as the autograd path."""
+def test_eager_inference_reuses_its_pooled_buffers_and_allocates_none_after_the_first_call(path, pool_small_chunks):
+    """The block outputs and hidden activations of float32 CPU inference come from the model's pool, so later
+    calls of the same shape take the same storages (no page faults) and give the autograd path's logits."""
     from mixer_zoo.model.kernels import forced_cpu_path
 
     model = randomize_(Mixer(num_classes=10, img_size=32, patch_size=8, num_blocks=3, embed_dim=64)).eval()
@@ -258,7 +264,7 @@ def test_eager_inference_reuses_its_pooled_buffers_and_allocates_none_after_the_
     assert pool_storages(model)[1] == 0
 
 
-def test_block_outputs_kept_from_an_earlier_call_survive_later_calls():
+def test_block_outputs_kept_from_an_earlier_call_survive_later_calls(pool_small_chunks):
     """A pooled storage is handed out again only when nothing else holds it: intermediates, hook features
     and views of them that a caller keeps are never written by later forwards."""
     model = randomize_(Mixer(num_classes=10, img_size=32, patch_size=8, num_blocks=3, embed_dim=64)).eval()
@@ -274,7 +280,7 @@ def test_block_outputs_kept_from_an_earlier_call_survive_later_calls():
         assert torch.equal(t, copy)
 
 
-def test_inference_from_two_threads_gives_each_its_own_logits():
+def test_inference_from_two_threads_gives_each_its_own_logits(pool_small_chunks):
     """One model serving two threads: the pool never hands a storage that one call holds to the other."""
     import threading
 
@@ -296,6 +302,19 @@ def test_inference_from_two_threads_gives_each_its_own_logits():
     for t in threads:
         t.join()
     assert failures == []
+
+
+def test_only_chunks_of_pool_min_bytes_take_pooled_buffers():
+    """Small chunks come back warm from the heap, where the pool's bookkeeping would only cost time."""
+    from mixer_zoo.model.block import POOL_MIN_BYTES
+
+    model = Mixer(num_classes=10, img_size=64, patch_size=16, num_blocks=2, embed_dim=64, channels_mlp_dim=256).eval()
+    per_image = 16 * 256 * 4  # tokens x channel hidden (the larger), float32
+    with torch.no_grad():
+        model(torch.randn(POOL_MIN_BYTES // per_image - 1, 3, 64, 64))
+        assert model.blocks[0].buffer_pool.nbytes() == 0
+        model(torch.randn(POOL_MIN_BYTES // per_image, 3, 64, 64))
+        assert model.blocks[0].buffer_pool.nbytes() > 0
 
 
 def test_fast_tanh_gelu_is_the_same_function_and_more_accurate_than_atens():

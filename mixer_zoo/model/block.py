@@ -20,6 +20,10 @@ from .kernels import channel_mlp_fused, channel_mlp_plain, channel_path, gelu_
 
 BLOCK_CHUNK_BYTES = 16 << 20
 """Inference runs a block over as many images at a time as keep either MLP's hidden activations within this."""
+POOL_MIN_BYTES = 4 << 20
+"""Inference takes its buffers from the pool once a chunk's larger hidden activation reaches this. Smaller ones
+come back from the heap without page faults (none at B/16 or S/32 batch 1, whose largest is 2.4 MB), where the
+pool's bookkeeping cost 1-2%; at S/32 batch 16 (8 MB) the allocator faulted 3-34k pages per forward."""
 GELU_APPROXIMATIONS = {"gelu": "none", "gelu_tanh": "tanh"}
 """GELU flavours by the names timm's ``get_act_layer`` and ``config.json`` use."""
 
@@ -165,48 +169,41 @@ class MixerBlock(nn.Module):
     @torch.jit.unused
     def _pooled_inference_applies(self, x: torch.Tensor) -> bool:
         """Eager float32 CPU inference without autocast takes its buffers from ``buffer_pool``; other dtypes,
-        autocast (whose casts allocate anyway) and CUDA (whose caching allocator keeps memory) allocate."""
+        autocast (whose casts allocate anyway) and CUDA (whose caching allocator keeps memory) allocate. The
+        GEMM weights stand for all parameters (a dtype mix fails in either path): walking all twelve costs 20 µs
+        a block, 1% of S/32 at batch 1."""
+        w1, w3 = self.mlp_tokens.fc1.weight, self.mlp_channels.fc1.weight
         return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
-                and all(p.dtype == torch.float32 and p.device.type == "cpu" for p in self.parameters()))
-
-    @torch.jit.unused
-    def _pooled_norm(self, which: int, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """``norm1(x)`` or ``norm2(x)`` written into ``out``."""
-        norm = self.norm1 if which == 1 else self.norm2
-        stats = x.shape[:-1] + (1,)
-        torch.ops.aten.native_layer_norm.out(x, [x.shape[-1]], norm.weight, norm.bias, norm.eps, out0=out,
-                                             out1=x.new_empty(stats), out2=x.new_empty(stats))
-        return out
+                and w1.dtype == w3.dtype == torch.float32 and w1.device.type == w3.device.type == "cpu")
 
     def _forward_inference(self, x: torch.Tensor) -> torch.Tensor:
         """Both MLPs over a few images at a time, so each chunk's LayerNorm output and hidden activations stay
-        in cache. In eager float32 CPU inference every buffer, the block's output included, comes from
-        ``buffer_pool`` (shared by the model's blocks): an allocator that hands freed memory back to the
-        kernel makes each call page-fault it in again (S/32 at batch 16: 10-40k faults, up to a fifth of the
-        forward's time here). The pool hands out only storages nothing else holds, so the block's input and
-        any output a caller keeps are never written."""
+        in cache. In eager float32 CPU inference whose chunks reach ``POOL_MIN_BYTES``, the block's output and
+        hidden activations come from ``buffer_pool`` (shared by the model's blocks): an allocator that hands
+        freed memory back to the kernel makes each call page-fault them in again. The pool hands out only
+        storages nothing else holds, so the block's input and any output a caller keeps are never written."""
         b, n, c = x.shape[0], x.shape[1], x.shape[2]
         tok, chn = self.mlp_tokens, self.mlp_channels
         t, hidden = tok.fc1.weight.shape[0], chn.fc1.weight.shape[0]
         pooled = False
-        buffers: List[torch.Tensor] = []  # pooled: the output and one LayerNorm and one token-hidden chunk buffer
+        buffers: List[torch.Tensor] = []  # pooled: the output and the token-hidden chunk buffer
         channel_hidden: Optional[torch.Tensor] = None  # pooled, plain kernel: the channel-hidden chunk buffer
         step = min(b, self.images_per_chunk(x.element_size()))  # a ragged last chunk takes a prefix of each
         if not torch.jit.is_scripting():
-            pooled = self._pooled_inference_applies(x)
+            pooled = (step * max(t * c, n * hidden) * x.element_size() >= POOL_MIN_BYTES
+                      and self._pooled_inference_applies(x))
             if pooled:
                 self.buffer_pool.new_step(self)
-                buffers = [self.buffer_pool.empty(shape, x) for shape in ((b, n, c), (step, n, c), (step, t, c))]
+                buffers = [self.buffer_pool.empty(shape, x) for shape in ((b, n, c), (step, t, c))]
         out = buffers[0] if pooled else torch.empty((b, n, c), dtype=x.dtype, device=x.device)
         path = "plain"
         for start in range(0, b, step):
             k = min(step, b - start)
             xs, rows = x[start:start + k], out[start:start + k]
-            if not torch.jit.is_scripting() and pooled:
-                y = self._pooled_norm(1, xs, buffers[1][:k])
-                h = torch.baddbmm(tok.fc1.bias.view(1, t, 1), tok.fc1.weight.expand(k, t, n), y, out=buffers[2][:k])
+            y = self.norm1(xs)  # allocated: ATen's LayerNorm has no out= kernel (``.out`` allocates, then copies)
+            if pooled:
+                h = torch.baddbmm(tok.fc1.bias.view(1, t, 1), tok.fc1.weight.expand(k, t, n), y, out=buffers[1][:k])
             else:
-                y = self.norm1(xs)
                 h = torch.baddbmm(tok.fc1.bias.view(1, t, 1), tok.fc1.weight.expand(k, t, n), y)
             gelu_(h, self.approximate)
             if h.dtype == out.dtype == tok.fc2.weight.dtype:
@@ -215,10 +212,7 @@ class MixerBlock(nn.Module):
                 torch.add(xs, torch.bmm(tok.fc2.weight.expand(k, n, t), h), out=rows)
             rows.add_(tok.fc2.bias.unsqueeze(1))
             rows = rows.view(k * n, c)
-            if not torch.jit.is_scripting() and pooled:
-                y = self._pooled_norm(2, rows, buffers[1][:k].view(k * n, c))
-            else:
-                y = self.norm2(rows)
+            y = self.norm2(rows)
             if not torch.jit.is_scripting():
                 if start == 0:
                     path = channel_path(y, rows, chn.fc1, chn.fc2, self.approximate)

@@ -127,7 +127,8 @@ class Mixer(nn.Module):
                        approximate, proj_drop_rate, rates[i], norm_eps, **dd)
             for i in range(num_blocks)
         ])
-        for block in self.blocks[1:]:  # one training buffer pool: a block's backward reuses the next one's
+        for block in self.blocks[1:]:  # one pool: a block's backward reuses the next one's buffers, and in
+            # inference two output buffers serve all blocks in turn
             block.buffer_pool = self.blocks[0].buffer_pool
         self.feature_info = [
             dict(module=f"blocks.{i}", num_chs=embed_dim, reduction=patch_size) for i in range(num_blocks)]
