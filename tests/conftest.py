@@ -62,6 +62,17 @@ needs_real_cifar = pytest.mark.skipif(
 CLI_THREADS = ["--threads", "1"]  # one thread: on a shared CPU, idle OpenMP threads spin and cost more than they give
 
 
+def run_in_threads(target, count: int) -> None:
+    """Call ``target(i)`` for i in range(count), each in its own thread, and wait for all."""
+    import threading
+
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def cifar_data_options(train_per_class: int, test_per_class: int, **train_loader) -> str:
     """Config lines pointing a shipped CIFAR config at the real images, on balanced subsets."""
     return f"""

@@ -1,10 +1,10 @@
 """``mixer_zoo.util.files``: the one way files are written (unique exclusive temp, fsync, rename) and locked."""
 import os
-import threading
 import time
 
 import pytest
 
+from conftest import run_in_threads
 from mixer_zoo.util import files
 
 
@@ -74,11 +74,7 @@ def test_the_lock_lets_one_writer_in_at_a_time(tmp_path):
             time.sleep(0.02)
             inside.remove(i)
 
-    threads = [threading.Thread(target=writer, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(writer, 6)
     assert overlaps == [1] * 6
     with files.locked(lock, "x", quiet=True):
         with pytest.raises(TimeoutError, match="still locked by another process"):

@@ -4,7 +4,7 @@ import timm
 import torch
 from timm.layers import GELUTanh
 
-from conftest import randomize_
+from conftest import randomize_, run_in_threads
 from mixer_zoo import Mixer
 from mixer_zoo.model import gelu_approximation
 
@@ -282,8 +282,6 @@ def test_block_outputs_kept_from_an_earlier_call_survive_later_calls(pool_small_
 
 def test_inference_from_two_threads_gives_each_its_own_logits(pool_small_chunks):
     """One model serving two threads: the pool never hands a storage that one call holds to the other."""
-    import threading
-
     model = randomize_(Mixer(num_classes=10, img_size=32, patch_size=8, num_blocks=4, embed_dim=64)).eval()
     inputs = [torch.randn(3, 3, 32, 32) for _ in range(2)]
     with torch.enable_grad():
@@ -296,11 +294,7 @@ def test_inference_from_two_threads_gives_each_its_own_logits(pool_small_chunks)
                 if not torch.allclose(model(inputs[which]), expected[which], rtol=1e-5, atol=1e-5):
                     failures.append(which)
 
-    threads = [threading.Thread(target=serve, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(serve, 2)
     assert failures == []
 
 
