@@ -73,6 +73,12 @@ def run_in_threads(target, count: int) -> None:
         t.join()
 
 
+def pool_storages(pool) -> tuple:
+    """The storages a ``BufferPool`` holds (by identity) and their bytes: equal before and after a call when the
+    call allocated nothing new."""
+    return {id(entry[0]) for entries in pool._storages.values() for entry in entries}, pool.nbytes()
+
+
 def cifar_data_options(train_per_class: int, test_per_class: int, **train_loader) -> str:
     """Config lines pointing a shipped CIFAR config at the real images, on balanced subsets."""
     return f"""

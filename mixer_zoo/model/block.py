@@ -159,12 +159,16 @@ class MixerBlock(nn.Module):
             self.norm1.weight, self.norm1.bias, tok.fc1.weight, tok.fc1.bias, tok.fc2.weight, tok.fc2.bias,
             self.norm2.weight, self.norm2.bias, chn.fc1.weight, chn.fc1.bias, chn.fc2.weight, chn.fc2.bias)
 
+    def hidden_bytes_per_image(self, element_size: int = 4) -> int:
+        """Bytes of the larger of the two MLPs' hidden activations for one image."""
+        tokens, token_hidden = self.mlp_tokens.fc1.in_features, self.mlp_tokens.fc1.out_features
+        width, channel_hidden = self.mlp_channels.fc1.in_features, self.mlp_channels.fc1.out_features
+        return max(token_hidden * width, tokens * channel_hidden) * element_size
+
     def images_per_chunk(self, element_size: int = 4) -> int:
         """How many images eager inference takes through the block at a time: as many as keep the larger of
         the two MLPs' hidden activations within ``chunk_bytes``."""
-        tokens, token_hidden = self.mlp_tokens.fc1.in_features, self.mlp_tokens.fc1.out_features
-        width, channel_hidden = self.mlp_channels.fc1.in_features, self.mlp_channels.fc1.out_features
-        return max(1, self.chunk_bytes // (max(token_hidden * width, tokens * channel_hidden) * element_size))
+        return max(1, self.chunk_bytes // self.hidden_bytes_per_image(element_size))
 
     @torch.jit.unused
     def _pooled_inference_applies(self, x: torch.Tensor) -> bool:
@@ -190,7 +194,7 @@ class MixerBlock(nn.Module):
         channel_hidden: Optional[torch.Tensor] = None  # pooled, plain kernel: the channel-hidden chunk buffer
         step = min(b, self.images_per_chunk(x.element_size()))  # a ragged last chunk takes a prefix of each
         if not torch.jit.is_scripting():
-            pooled = (step * max(t * c, n * hidden) * x.element_size() >= POOL_MIN_BYTES
+            pooled = (step * self.hidden_bytes_per_image(x.element_size()) >= POOL_MIN_BYTES
                       and self._pooled_inference_applies(x))
             if pooled:
                 self.buffer_pool.new_step(self)
